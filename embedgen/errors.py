@@ -1,0 +1,84 @@
+"""The embedgen exception tree and its exit codes.
+
+::
+
+    EmbedgenError                 exit 1   something failed; finished work is kept
+    ├── UsageError                exit 2   bad command line, config or input selection
+    │   ├── ConfigError                    a config key has a bad value (names the key path)
+    │   ├── InputError                     missing file, unknown format, missing column
+    │   └── DeviceUnavailableError         the asked-for device is not usable
+    ├── DataError                 exit 1   malformed input data (bad JSONL line, corrupt Parquet)
+    ├── ModelError                exit 1   missing or corrupt model files, failed download
+    ├── CacheError                exit 1   the cache cannot be opened or written
+    ├── ProviderError             exit 1   a provider failed (the message is the API's, key redacted)
+    │   └── FatalProviderError             a failure retrying cannot fix (400/401/403/404/422)
+    ├── BudgetExceeded            exit 3   no provider's budget covers the remaining work
+    ├── SkippedDocuments          exit 4   finished, but some documents were skipped
+    └── LockHeld                  exit 5   another run holds the output lock
+
+Every error carries a one-line message that says what went wrong and what to do.
+"""
+
+from __future__ import annotations
+
+
+class EmbedgenError(Exception):
+    """Base of every error embedgen reports to the user."""
+
+    exit_code = 1
+
+
+class UsageError(EmbedgenError):
+    exit_code = 2
+
+
+class ConfigError(UsageError):
+    pass
+
+
+class InputError(UsageError):
+    pass
+
+
+class DeviceUnavailableError(UsageError):
+    pass
+
+
+class DataError(EmbedgenError):
+    pass
+
+
+class ModelError(EmbedgenError):
+    pass
+
+
+class CacheError(EmbedgenError):
+    pass
+
+
+class ProviderError(EmbedgenError):
+    pass
+
+
+class FatalProviderError(ProviderError):
+    """A provider answered with an error that retrying cannot fix."""
+
+
+class BudgetExceeded(EmbedgenError):
+    exit_code = 3
+
+
+class SkippedDocuments(EmbedgenError):
+    exit_code = 4
+
+
+class LockHeld(EmbedgenError):
+    exit_code = 5
+
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_BUDGET = 3
+EXIT_SKIPPED = 4
+EXIT_LOCKED = 5

