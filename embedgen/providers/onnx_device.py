@@ -1,0 +1,100 @@
+"""Choosing onnxruntime execution providers for a requested device.
+
+Pure functions over the list of available providers, so the rules are testable
+without a GPU: tests pass a fake ``available`` list here, not to a session.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from embedgen.errors import DeviceUnavailableError
+
+EP = {
+    "cuda": "CUDAExecutionProvider",
+    "directml": "DmlExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
+ORT_PACKAGES = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-openvino")
+
+
+@dataclass(frozen=True)
+class DeviceChoice:
+    device: str
+    """What will run: ``cpu``, ``cuda`` or ``directml``."""
+    providers: list[Any]
+    """The ``providers=`` argument for ``InferenceSession`` (names or (name, options))."""
+    warning: str | None = None
+    """Set when the asked-for device was unavailable and CPU was chosen instead."""
+    sequential: bool = False
+    """DirectML needs sequential execution and no memory pattern."""
+    notes: list[str] = field(default_factory=list)
+
+
+def installed_ort_packages() -> list[str]:
+    """Distributions that provide the ``onnxruntime`` module (several means a conflict)."""
+    from importlib import metadata
+
+    found = []
+    for name in ORT_PACKAGES:
+        try:
+            found.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def _describe_install(available: list[str], packages: list[str] | None) -> str:
+    pkgs = ", ".join(packages if packages is not None else installed_ort_packages()) or "none"
+    return f"installed onnxruntime package(s): {pkgs}; available providers: {', '.join(available)}"
+
+
+def select_device(
+    requested: str,
+    available: list[str],
+    *,
+    force_cpu_fallback: bool = False,
+    device_id: int = 0,
+    adapter_id: int = 0,
+    memory_limit: int | None = None,
+    packages: list[str] | None = None,
+) -> DeviceChoice:
+    """Pick execution providers for ``requested`` (auto, cpu, cuda, directml).
+
+    ``auto`` picks CUDA, then DirectML, then CPU. An explicit device that is not
+    available falls back to CPU with a warning only when ``force_cpu_fallback``;
+    otherwise it is a :class:`DeviceUnavailableError` naming the installed package.
+    """
+    cpu = DeviceChoice("cpu", ["CPUExecutionProvider"])
+    if requested == "auto":
+        if EP["cuda"] in available:
+            requested = "cuda"
+        elif EP["directml"] in available:
+            requested = "directml"
+        else:
+            return cpu
+    if requested == "cpu":
+        return cpu
+    if requested not in ("cuda", "directml"):
+        raise DeviceUnavailableError(f"unknown device {requested!r}: expected auto, cpu, cuda or directml")
+    if EP[requested] not in available:
+        hint = "onnxruntime-gpu" if requested == "cuda" else "onnxruntime-directml"
+        msg = (
+            f"device {requested!r} is not available ({_describe_install(available, packages)}); "
+            f"install {hint} in place of other onnxruntime packages"
+        )
+        if force_cpu_fallback:
+            return DeviceChoice("cpu", ["CPUExecutionProvider"], warning=msg + "; running on CPU")
+        raise DeviceUnavailableError(msg + ", or set force_cpu_fallback = true to run on CPU")
+    if requested == "cuda":
+        opts: dict[str, Any] = {"device_id": device_id}
+        if memory_limit:
+            opts["gpu_mem_limit"] = memory_limit
+            opts["arena_extend_strategy"] = "kSameAsRequested"
+        return DeviceChoice("cuda", [(EP["cuda"], opts), "CPUExecutionProvider"])
+    return DeviceChoice(
+        "directml",
+        [(EP["directml"], {"device_id": adapter_id}), "CPUExecutionProvider"],
+        sequential=True,
+    )
