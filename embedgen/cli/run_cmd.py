@@ -1,0 +1,93 @@
+"""``embedgen run``: embed a corpus into a Parquet file."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from embedgen.errors import SkippedDocuments
+
+
+def run(
+    input: str = typer.Argument(..., help="Parquet or JSONL file (.jsonl/.ndjson, optionally .gz), directory or glob."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output Parquet [default: <input stem>.embeddings.parquet beside the input]."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML config file; options given here override it."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model folder, .onnx file or downloaded model name [default: embedded all-MiniLM-L6-v2 int8]."),
+    text_column: Optional[str] = typer.Option(None, "--text-column", help="Column with the text [default: text]."),
+    id_column: Optional[str] = typer.Option(None, "--id-column", help="Column with document ids [default: row numbers]."),
+    keep: Optional[str] = typer.Option(None, "--keep", help="Comma-separated input columns to copy to every chunk row."),
+    no_text: bool = typer.Option(False, "--no-text", help="Do not store chunk texts in the output."),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Tokens per chunk, special tokens included [default: the model's limit]."),
+    overlap: Optional[int] = typer.Option(None, "--overlap", help="Tokens shared by consecutive chunks [default: 0]."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Most chunks per model call [default: 32]."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or directml [default: auto]."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="onnxruntime intra-op threads [default: all cores]."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Embed only the first N documents."),
+    dimensions: Optional[int] = typer.Option(None, "--dimensions", help="Truncate vectors to N dimensions and renormalise (Matryoshka)."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="float32 or float16 [default: float32]."),
+    on_error: Optional[str] = typer.Option(None, "--on-error", help="fail or skip malformed JSONL lines [default: fail]."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no summary."),
+) -> None:
+    """Embed a corpus into a Parquet file of chunk embeddings."""
+    from embedgen.cli.output import stderr
+    from embedgen.pipeline.run import embed_corpus
+
+    _setup_logging(quiet)
+    options = {
+        "text_column": text_column, "id_column": id_column,
+        "keep": [c.strip() for c in keep.split(",") if c.strip()] if keep else None,
+        "no_text": no_text or None, "max_tokens": max_tokens, "overlap": overlap,
+        "batch_size": batch_size, "device": device, "threads": threads, "limit": limit,
+        "dimensions": dimensions, "dtype": dtype, "on_error": on_error,
+    }
+    summary = embed_corpus(input, output, config=config, model=model, quiet=quiet, **options)
+    if not quiet:
+        for line in summary.lines():
+            stderr.print(line, highlight=False, markup=False)
+    logging.getLogger("embedgen").info(
+        "summary: " + "; ".join(" ".join(x.split()) for x in summary.lines()),
+        extra={"console": False},
+    )
+    if summary.skipped:
+        raise SkippedDocuments(
+            f"{summary.skipped} document(s) skipped (null, empty or malformed); "
+            f"see {summary.skipped_path}"
+        )
+
+
+def _setup_logging(quiet: bool) -> None:
+    logger = logging.getLogger("embedgen")
+    logger.setLevel(logging.INFO)
+    for h in [h for h in logger.handlers if isinstance(h, _StderrHandler)]:
+        logger.removeHandler(h)
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s",
+                                           "%Y-%m-%d %H:%M:%S"))
+    handler.setLevel(logging.WARNING if quiet else logging.INFO)
+    handler.addFilter(lambda record: getattr(record, "console", True))
+    logger.addHandler(handler)
+    logger.propagate = False
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time (test runners swap it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property  # type: ignore[override]
+    def stream(self):  # type: ignore[no-untyped-def]
+        import sys
+
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run)

@@ -1,0 +1,1 @@
+"""The streaming pipeline: read, chunk, key, cache, batch, embed, check, write."""

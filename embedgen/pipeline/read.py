@@ -1,0 +1,288 @@
+"""Reading corpora: Parquet and JSONL (optionally gzipped), streamed in batches.
+
+An input is a file, a directory (every supported file in it, sorted) or a glob.
+Documents come out as :class:`DocBatch` objects of at most ``batch_rows`` rows;
+nothing reads a whole file into memory.
+"""
+
+from __future__ import annotations
+
+import glob as globlib
+import gzip
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from embedgen.errors import DataError, InputError
+
+JSONL_SUFFIXES = (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+def input_format(path: Path) -> str:
+    name = path.name.lower()
+    if name.endswith(PARQUET_SUFFIXES):
+        return "parquet"
+    if name.endswith(JSONL_SUFFIXES):
+        return "jsonl"
+    raise InputError(
+        f"{path}: unknown input format; expected .parquet, .jsonl or .ndjson (optionally .gz)"
+    )
+
+
+def discover_inputs(spec: str | Path) -> list[Path]:
+    """Files named by a path, a directory or a glob, in a stable order."""
+    text = str(spec)
+    path = Path(text).expanduser()
+    if path.is_file():
+        input_format(path)
+        return [path]
+    if path.is_dir():
+        files = sorted(
+            p for p in path.rglob("*")
+            if p.is_file() and p.name.lower().endswith(PARQUET_SUFFIXES + JSONL_SUFFIXES)
+        )
+        if not files:
+            raise InputError(f"{path}: directory has no .parquet or .jsonl files")
+        return files
+    if any(c in text for c in "*?["):
+        files = sorted(Path(p) for p in globlib.glob(text, recursive=True) if Path(p).is_file())
+        files = [p for p in files if p.name.lower().endswith(PARQUET_SUFFIXES + JSONL_SUFFIXES)]
+        if not files:
+            raise InputError(f"{text}: no .parquet or .jsonl files match")
+        return files
+    raise InputError(f"input not found: {text}")
+
+
+@dataclass
+class Skip:
+    """A document that was not embedded, and why."""
+
+    reason: str
+    file: str
+    row: int
+    id: Any = None
+    line: int | None = None
+
+    def to_json(self) -> str:
+        data = {"id": self.id, "file": self.file, "row": self.row, "reason": self.reason}
+        if self.line is not None:
+            data["line"] = self.line
+        return json.dumps(data, default=str, ensure_ascii=False)
+
+
+@dataclass
+class DocBatch:
+    """Consecutive documents of one input file."""
+
+    ids: list[Any]
+    texts: list[str | None]
+    keep: Any = None
+    """A pyarrow Table of passthrough columns, one row per document, or None."""
+    skips: list[Skip] = field(default_factory=list)
+    """Rows dropped before reaching ``texts`` (malformed JSONL lines, bad values)."""
+    rows: int = 0
+    """Input rows this batch consumed (documents plus dropped rows)."""
+    file: str = ""
+    row_numbers: list[int] = field(default_factory=list)
+    """Global row number of each document in ``texts``."""
+    lines: list[int] | None = None
+    """JSONL line number of each document in ``texts``."""
+
+    def skip(self, i: int, reason: str) -> Skip:
+        """A :class:`Skip` for document ``i`` of this batch."""
+        line = self.lines[i] if self.lines is not None else None
+        return Skip(reason, self.file, self.row_numbers[i], id=self.ids[i], line=line)
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    text_column: str = "text"
+    id_column: str | None = None
+    keep: tuple[str, ...] = ()
+    on_error: str = "fail"
+    batch_rows: int = 2048
+
+
+def count_rows(paths: list[Path]) -> int | None:
+    """Total rows when every input is Parquet (cheap: footers only), else None."""
+    import pyarrow.parquet as pq
+
+    total = 0
+    for p in paths:
+        if input_format(p) != "parquet":
+            return None
+        try:
+            total += pq.ParquetFile(p).metadata.num_rows
+        except Exception:
+            return None
+    return total
+
+
+def read_documents(paths: list[Path], opts: ReadOptions) -> Iterator[DocBatch]:
+    """Every document of every input, in order, in batches; row ids are global."""
+    row0 = 0
+    for path in paths:
+        reader = _read_parquet if input_format(path) == "parquet" else _read_jsonl
+        for batch in reader(path, opts, row0):
+            row0 += batch.rows
+            yield batch
+
+
+def _read_parquet(path: Path, opts: ReadOptions, row0: int) -> Iterator[DocBatch]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+        schema = pf.schema_arrow
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
+    names = schema.names
+    wanted = [opts.text_column] + ([opts.id_column] if opts.id_column else []) + list(opts.keep)
+    for col in wanted:
+        if col not in names:
+            raise InputError(f"{path}: no column {col!r}; columns are: {', '.join(names)}")
+    ttype = schema.field(opts.text_column).type
+    if not (pa.types.is_string(ttype) or pa.types.is_large_string(ttype)
+            or pa.types.is_binary(ttype) or pa.types.is_large_binary(ttype)):
+        raise InputError(f"{path}: column {opts.text_column!r} is {ttype}, not text")
+    columns = list(dict.fromkeys(wanted))
+    row = row0
+    try:
+        for rb in pf.iter_batches(batch_size=opts.batch_rows, columns=columns):
+            n = rb.num_rows
+            texts = rb.column(opts.text_column).to_pylist()
+            skips: list[Skip] = []
+            if pa.types.is_binary(ttype) or pa.types.is_large_binary(ttype):
+                texts = [_decode(t, path, row + i, skips) for i, t in enumerate(texts)]
+            ids = (rb.column(opts.id_column).to_pylist() if opts.id_column
+                   else list(range(row, row + n)))
+            keep = pa.Table.from_batches([rb.select(list(opts.keep))]) if opts.keep else None
+            yield DocBatch(ids=ids, texts=texts, keep=keep, skips=skips, rows=n, file=str(path),
+                           row_numbers=list(range(row, row + n)))
+            row += n
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(
+            f"{path}: corrupt Parquet data after row {row} ({_first_line(exc)})"
+        ) from None
+
+
+def _decode(value: bytes | None, path: Path, row: int, skips: list[Skip]) -> str | None:
+    if value is None:
+        return None
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        skips.append(Skip("text is not valid UTF-8", str(path), row))
+        return None
+
+
+def _open_text(path: Path) -> io.BufferedReader | gzip.GzipFile:
+    try:
+        if path.name.lower().endswith(".gz"):
+            return gzip.open(path, "rb")  # type: ignore[return-value]
+        return open(path, "rb")  # noqa: SIM115
+    except OSError as exc:
+        raise InputError(f"cannot open {path}: {exc.strerror}") from None
+
+
+def _read_jsonl(path: Path, opts: ReadOptions, row0: int) -> Iterator[DocBatch]:
+    import pyarrow as pa
+
+    ids: list[Any] = []
+    texts: list[str | None] = []
+    keep_rows: list[dict[str, Any]] = []
+    skips: list[Skip] = []
+    rows_of: list[int] = []
+    lines_of: list[int] = []
+    row = start = row0
+    seen_text = False
+    keys_seen: set[str] = set()
+
+    def flush() -> DocBatch:
+        nonlocal start
+        keep = pa.Table.from_pylist(keep_rows) if opts.keep else None
+        if keep is not None and keep.num_columns == 0:
+            keep = None
+        out = DocBatch(ids=list(ids), texts=list(texts), keep=keep, skips=list(skips),
+                       rows=row - start, file=str(path), row_numbers=list(rows_of),
+                       lines=list(lines_of))
+        start = row
+        return out
+
+    with _open_text(path) as fh:
+        try:
+            for lineno, raw in enumerate(fh, start=1):
+                if not raw.strip():
+                    continue
+                rec, problem = _parse_line(raw)
+                if problem is not None or not isinstance(rec, dict):
+                    problem = problem or f"expected a JSON object, got {type(rec).__name__}"
+                    msg = f"{path}:{lineno}: malformed JSONL line ({problem})"
+                    if opts.on_error != "skip":
+                        raise DataError(msg + "; fix it or pass --on-error skip")
+                    skips.append(Skip(f"malformed JSONL line ({problem})", str(path), row,
+                                      line=lineno))
+                    row += 1
+                    continue
+                if len(keys_seen) < 256:
+                    keys_seen.update(rec)
+                text = rec.get(opts.text_column)
+                seen_text = seen_text or opts.text_column in rec
+                if text is not None and not isinstance(text, str):
+                    skips.append(Skip(f"text is {type(text).__name__}, not a string", str(path),
+                                      row, id=rec.get(opts.id_column) if opts.id_column else row,
+                                      line=lineno))
+                    row += 1
+                    continue
+                if opts.id_column and opts.id_column not in rec:
+                    skips.append(Skip(f"no {opts.id_column!r} field", str(path), row,
+                                      line=lineno))
+                    row += 1
+                    continue
+                ids.append(rec[opts.id_column] if opts.id_column else row)
+                texts.append(text)
+                rows_of.append(row)
+                lines_of.append(lineno)
+                if opts.keep:
+                    keep_rows.append({k: rec.get(k) for k in opts.keep})
+                row += 1
+                if len(texts) >= opts.batch_rows:
+                    _check_text_column(path, opts, seen_text, keys_seen)
+                    yield flush()
+                    for buf in (ids, texts, keep_rows, skips, rows_of, lines_of):
+                        buf.clear()
+        except (OSError, EOFError, gzip.BadGzipFile) as exc:
+            raise DataError(f"{path}: cannot read ({exc})") from None
+    if texts or skips:
+        if texts:
+            _check_text_column(path, opts, seen_text, keys_seen)
+        yield flush()
+
+
+def _check_text_column(path: Path, opts: ReadOptions, seen: bool, keys: set[str]) -> None:
+    if not seen:
+        raise InputError(
+            f"{path}: no field {opts.text_column!r} in the records; fields are: "
+            f"{', '.join(sorted(keys)) or 'none'}"
+        )
+
+
+def _parse_line(raw: bytes) -> tuple[Any, str | None]:
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return None, f"not UTF-8 at byte {exc.start}"
+    try:
+        return json.loads(line), None
+    except json.JSONDecodeError as exc:
+        return None, f"{exc.msg} at column {exc.colno}"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

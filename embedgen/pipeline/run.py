@@ -1,0 +1,388 @@
+"""One embedding run: wires read → chunk → key → cache → batch → embed → check → write.
+
+Reading and chunking run in a producer thread, one document batch ahead, while
+the main thread embeds and writes; results are written in input order.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from embedgen import __version__
+from embedgen.config import Config, OnnxConfig, RunConfig, apply_overrides, load
+from embedgen.errors import ConfigError, EmbedgenError, ProviderError
+from embedgen.pipeline.batch import plan_batches
+from embedgen.pipeline.chunk import Chunk, Chunker
+from embedgen.pipeline.progress import Counters, Progress
+from embedgen.pipeline.read import (
+    DocBatch,
+    ReadOptions,
+    Skip,
+    count_rows,
+    discover_inputs,
+    read_documents,
+)
+from embedgen.pipeline.write import OutputWriter
+from embedgen.providers.base import Batch, Provider
+
+log = logging.getLogger("embedgen")
+
+_ALIASES = {"threads": "num_threads", "model_path": "model"}
+
+
+@dataclass
+class RunSummary:
+    output: Path | None
+    documents: int = 0
+    chunks: int = 0
+    tokens: int = 0
+    skipped: int = 0
+    cached: int = 0
+    computed: int = 0
+    seconds: float = 0.0
+    skipped_path: Path | None = None
+    model: str = ""
+    dim: int = 0
+    provider_stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def chunks_per_s(self) -> float:
+        return self.chunks / self.seconds if self.seconds > 0 else 0.0
+
+    def lines(self) -> list[str]:
+        out = [
+            f"documents: {self.documents:,}",
+            f"chunks:    {self.chunks:,} ({self.cached:,} cached, {self.computed:,} computed)",
+            f"tokens:    {self.tokens:,}",
+            f"skipped:   {self.skipped:,}"
+            + (f" (listed in {self.skipped_path})" if self.skipped_path else ""),
+            f"seconds:   {self.seconds:,.1f} ({self.chunks_per_s:,.1f} chunks/s)",
+            f"model:     {self.model} ({self.dim}-d)",
+            f"output:    {self.output}",
+        ]
+        return out
+
+
+def default_output(paths: list[Path], input_spec: str | Path) -> Path:
+    spec = Path(str(input_spec))
+    if len(paths) == 1 and spec.is_file():
+        name = paths[0].name
+        for suffix in (".gz", ".parquet", ".pq", ".jsonl", ".ndjson"):
+            name = name.removesuffix(suffix)
+        return paths[0].with_name(f"{name}.embeddings.parquet")
+    base = spec if spec.is_dir() else paths[0].parent
+    return base.parent / f"{base.name or 'corpus'}.embeddings.parquet"
+
+
+def skipped_path_for(output: Path) -> Path:
+    return output.with_name(output.name.removesuffix(".parquet") + ".skipped.jsonl")
+
+
+def resolve_config(config: Config | str | Path | None, model: str | None,
+                   options: dict[str, Any]) -> Config:
+    """The effective config: the file (or defaults), then the given options on top."""
+    cfg = config if isinstance(config, Config) else load(config)
+    cfg = cfg.model_copy(deep=True)
+    run_opts: dict[str, Any] = {}
+    model_opts: dict[str, Any] = {"model": model}
+    for key, value in options.items():
+        key = _ALIASES.get(key, key)
+        if key in RunConfig.model_fields:
+            run_opts[key] = value
+        elif key in OnnxConfig.model_fields:
+            model_opts[key] = value
+        else:
+            raise ConfigError(f"unknown run option {key!r}")
+    apply_overrides(cfg, "run", run_opts)
+    apply_overrides(cfg, "model", model_opts)
+    return cfg
+
+
+def embed_corpus(
+    input: str | Path,
+    output: str | Path | None = None,
+    *,
+    config: Config | str | Path | None = None,
+    model: str | None = None,
+    quiet: bool = False,
+    progress: str | None = None,
+    **options: Any,
+) -> RunSummary:
+    """Embed every document of ``input`` into the Parquet file ``output``.
+
+    ``options`` are ``[run]`` or ``[model]`` config keys (``batch_size``,
+    ``max_tokens``, ``device``, ``threads``...), overriding ``config``.
+    Skipped documents are counted in the summary and listed beside the output.
+    """
+    cfg = resolve_config(config, model, options)
+    paths = discover_inputs(input)
+    out = Path(output) if output is not None else default_output(paths, input)
+    mode = progress or Progress.choose_mode(quiet)
+    from embedgen.providers.factory import build_provider
+
+    provider = build_provider(cfg)
+    try:
+        return _Run(cfg, provider, paths, out, mode).execute()
+    finally:
+        provider.close()
+
+
+@dataclass
+class _Window:
+    docs: DocBatch
+    chunks: list[Chunk]
+    doc_index: list[int]
+    """Row in ``docs`` for each chunk."""
+    skips: list[Skip]
+    documents: int
+
+
+class _Run:
+    def __init__(self, cfg: Config, provider: Provider, paths: list[Path], output: Path,
+                 mode: str) -> None:
+        self.cfg = cfg
+        self.run = cfg.run
+        self.provider = provider
+        self.info = provider.info
+        self.paths = paths
+        self.output = output
+        self.mode = mode
+        self.counters = Counters()
+        self.skipped_path = skipped_path_for(output)
+        self._skip_file: Any = None
+        self.writer: OutputWriter | None = None
+        tokenizer = provider.tokenizer()
+        self.chunker = Chunker(tokenizer, max_tokens=self.run.max_tokens or self.info.max_tokens,
+                               overlap=self.run.overlap)
+        if self.run.max_tokens and self.run.max_tokens > self.info.max_tokens:
+            self.chunker = Chunker(tokenizer, max_tokens=self.info.max_tokens,
+                                   overlap=self.run.overlap)
+        self.overhead = tokenizer.overhead
+        self.read_opts = ReadOptions(
+            text_column=self.run.text_column,
+            id_column=self.run.id_column,
+            keep=tuple(self.run.keep),
+            on_error=self.run.on_error,
+            batch_rows=self.run.sort_window,
+        )
+
+    # -- producer -------------------------------------------------------------------
+
+    def _windows(self) -> Iterator[_Window]:
+        limit = self.run.limit
+        seen = 0
+        for docs in read_documents(self.paths, self.read_opts):
+            if limit is not None and seen >= limit:
+                return
+            if limit is not None and seen + len(docs.texts) > limit:
+                keep_n = limit - seen
+                docs.ids, docs.texts = docs.ids[:keep_n], docs.texts[:keep_n]
+                docs.row_numbers = docs.row_numbers[:keep_n]
+                docs.keep = docs.keep.slice(0, keep_n) if docs.keep is not None else None
+            seen += len(docs.texts)
+            skips = list(docs.skips)
+            already = {s.row for s in docs.skips}
+            valid: list[int] = []
+            for i, text in enumerate(docs.texts):
+                if text is None:
+                    if docs.row_numbers[i] not in already:
+                        skips.append(docs.skip(i, "null text"))
+                elif not text.strip():
+                    skips.append(docs.skip(i, "empty text"))
+                else:
+                    valid.append(i)
+            per_doc = self.chunker.chunk([docs.texts[i] for i in valid])  # type: ignore[misc]
+            chunks: list[Chunk] = []
+            doc_index: list[int] = []
+            for i, doc_chunks in zip(valid, per_doc):
+                if not doc_chunks:
+                    skips.append(docs.skip(i, "text has no tokens"))
+                chunks.extend(doc_chunks)
+                doc_index.extend([i] * len(doc_chunks))
+            yield _Window(docs, chunks, doc_index, skips, len(docs.texts) + len(docs.skips))
+
+    def _produce(self, q: queue.Queue[Any], stop: threading.Event) -> None:
+        try:
+            for window in self._windows():
+                while not stop.is_set():
+                    try:
+                        q.put(window, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(None)
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            q.put(exc)
+
+    # -- consumer -------------------------------------------------------------------
+
+    def execute(self) -> RunSummary:
+        started = time.perf_counter()
+        total = count_rows(self.paths)
+        if self.run.limit is not None and total is not None:
+            total = min(total, self.run.limit)
+        progress = Progress(total, mode=self.mode)
+        q: queue.Queue[Any] = queue.Queue(maxsize=2)
+        stop = threading.Event()
+        producer = threading.Thread(target=self._produce, args=(q, stop), daemon=True,
+                                    name="embedgen-reader")
+        producer.start()
+        try:
+            while True:
+                item = q.get()
+                if item is None:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                self._process(item)
+                progress.update(self.counters)
+            if self.writer is None:
+                self._open_writer(None)
+            assert self.writer is not None
+            self.writer.finish()
+        except BaseException as exc:
+            stop.set()
+            kept = self.writer.abort() if self.writer is not None else None
+            if kept is not None and isinstance(exc, EmbedgenError):
+                exc.args = (f"{exc.args[0]} (rows written so far are in {kept})",)
+            raise
+        finally:
+            stop.set()
+            progress.close()
+            if self._skip_file is not None:
+                self._skip_file.close()
+        c = self.counters
+        summary = RunSummary(
+            output=self.output, documents=c.documents, chunks=c.chunks, tokens=c.tokens,
+            skipped=c.skipped, cached=c.cached, computed=c.computed,
+            seconds=time.perf_counter() - started,
+            skipped_path=self.skipped_path if c.skipped else None,
+            model=self.info.model, dim=self.info.dim,
+        )
+        if not c.skipped and self.skipped_path.exists():
+            self.skipped_path.unlink()
+        return summary
+
+    def _record_skips(self, skips: list[Skip]) -> None:
+        if not skips:
+            return
+        if self._skip_file is None:
+            self.skipped_path.parent.mkdir(parents=True, exist_ok=True)
+            self._skip_file = self.skipped_path.open("w", encoding="utf-8")
+        for s in skips:
+            self._skip_file.write(s.to_json() + "\n")
+        self._skip_file.flush()
+        self.counters.skipped += len(skips)
+
+    def _process(self, w: _Window) -> None:
+        self._record_skips(w.skips)
+        if self.writer is None:
+            self._open_writer(w)
+        vectors = self._embed(w.chunks)
+        self._write(w, vectors)
+        c = self.counters
+        c.documents += w.documents
+        c.chunks += len(w.chunks)
+        c.tokens += sum(ch.tokens for ch in w.chunks)
+
+    def _embed(self, chunks: list[Chunk]) -> np.ndarray:
+        dim = self.info.dim
+        out = np.empty((len(chunks), dim), dtype=np.float32)
+        todo = list(range(len(chunks)))
+        if not todo:
+            return out
+        lengths = [len(chunks[i].input_ids or ()) or chunks[i].tokens + self.overhead
+                   for i in todo]
+        plan = plan_batches(lengths, max_items=self.info.max_batch_inputs,
+                            max_tokens=self.info.max_batch_tokens,
+                            padded=self.info.kind == "onnx")
+        for batch_idx in plan:
+            rows = [todo[j] for j in batch_idx]
+            batch = Batch(
+                texts=[chunks[i].text for i in rows],
+                token_counts=[chunks[i].tokens + self.overhead for i in rows],
+                input_ids=[chunks[i].input_ids for i in rows]  # type: ignore[misc]
+                if chunks[rows[0]].input_ids is not None else None,
+            )
+            result = self.provider.embed_batch(batch)
+            vecs = _checked(result.vectors, len(rows), dim, self.info.name)
+            out[rows] = vecs
+            self.counters.computed += len(rows)
+        return out
+
+    def _open_writer(self, w: _Window | None) -> None:
+        import pyarrow as pa
+
+        id_type: Any = pa.int64()
+        keep_schema = None
+        if w is not None and w.docs.ids:
+            if self.run.id_column:
+                id_type = pa.array(w.docs.ids).type
+            keep_schema = w.docs.keep.schema if w.docs.keep is not None else None
+        info = self.info
+        meta = {
+            "model": info.model,
+            "provider": info.name,
+            "kind": info.kind,
+            "fingerprint": info.fingerprint,
+            "dim": str(info.dim),
+            "dtype": self.run.dtype,
+            "max_tokens": str(self.chunker.window + self.overhead),
+            "overlap": str(self.run.overlap),
+            "version": __version__,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        meta.update({k: v for k, v in info.details.items() if k not in meta})
+        self.writer = OutputWriter(
+            self.output, dim=info.dim, dtype=self.run.dtype, with_text=not self.run.no_text,
+            id_type=id_type, keep_schema=keep_schema, with_model=False, metadata=meta,
+        )
+
+    def _write(self, w: _Window, vectors: np.ndarray) -> None:
+        import pyarrow as pa
+
+        assert self.writer is not None
+        ch = w.chunks
+        idx = w.doc_index
+        ids = [w.docs.ids[i] for i in idx]
+        try:
+            id_arr = pa.array(ids, type=self.writer.schema.field("id").type)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            raise EmbedgenError(
+                f"id column {self.run.id_column!r} has values of mixed types "
+                f"(expected {self.writer.schema.field('id').type})"
+            ) from None
+        columns: dict[str, Any] = {
+            "id": id_arr,
+            "chunk": pa.array([c.index for c in ch], type=pa.int32()),
+            "char_start": pa.array([c.char_start for c in ch], type=pa.int32()),
+            "char_end": pa.array([c.char_end for c in ch], type=pa.int32()),
+            "tokens": pa.array([c.tokens for c in ch], type=pa.int32()),
+        }
+        if not self.run.no_text:
+            columns["text"] = pa.array([c.text for c in ch], type=pa.string())
+        keep = w.docs.keep.take(pa.array(idx, type=pa.int64())) if w.docs.keep is not None \
+            else None
+        self.writer.write(columns, vectors, keep)
+
+
+def _checked(vectors: Any, n: int, dim: int, name: str) -> np.ndarray:
+    """Refuse a malformed result: wrong count or dimension, NaN or infinity."""
+    arr = np.asarray(vectors, dtype=np.float32)
+    if arr.shape != (n, dim):
+        raise ProviderError(f"{name} returned shape {arr.shape}, expected ({n}, {dim})")
+    if not np.isfinite(arr).all():
+        raise ProviderError(f"{name} returned non-finite values (NaN or infinity)")
+    return arr

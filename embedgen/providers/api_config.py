@@ -1,0 +1,238 @@
+"""Config models of the hosted API providers (``[providers.NAME]`` with ``kind = ...``).
+
+Every kind shares the reliability settings (limits, retries, breaker) of
+:class:`ApiConfigBase`; each kind adds its own defaults and protocol options. Keys
+are never in the file: ``api_key_env`` names the environment variable that holds one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from embedgen.config_base import Strict
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What a hosted model's API documents: native dim and per-request limits."""
+
+    dim: int
+    max_tokens: int
+    max_batch_inputs: int
+    max_batch_tokens: int
+    price_per_mtok: float = 0.0
+    """USD per 1M input tokens (list price, 2025); the budget table may override it."""
+
+
+# Documented limits. OpenAI: 2,048 inputs, 8,192 tokens per input, 300,000 tokens per
+# request. Voyage: 1,000 inputs, 120k-1M tokens per request by model. Cohere: 96 inputs.
+KNOWN_MODELS: dict[str, ModelFacts] = {
+    "text-embedding-3-small": ModelFacts(1536, 8191, 2048, 300_000, 0.02),
+    "text-embedding-3-large": ModelFacts(3072, 8191, 2048, 300_000, 0.13),
+    "text-embedding-ada-002": ModelFacts(1536, 8191, 2048, 300_000, 0.10),
+    "voyage-3.5": ModelFacts(1024, 32_000, 1000, 320_000, 0.06),
+    "voyage-3.5-lite": ModelFacts(1024, 32_000, 1000, 1_000_000, 0.02),
+    "voyage-3": ModelFacts(1024, 32_000, 1000, 120_000, 0.06),
+    "voyage-3-lite": ModelFacts(512, 32_000, 1000, 120_000, 0.02),
+    "voyage-3-large": ModelFacts(1024, 32_000, 1000, 120_000, 0.18),
+    "voyage-code-3": ModelFacts(1024, 32_000, 1000, 120_000, 0.18),
+    "embed-v4.0": ModelFacts(1536, 8192, 96, 96 * 8192, 0.12),
+    "embed-english-v3.0": ModelFacts(1024, 512, 96, 96 * 512, 0.10),
+    "embed-multilingual-v3.0": ModelFacts(1024, 512, 96, 96 * 512, 0.10),
+    "embed-english-light-v3.0": ModelFacts(384, 512, 96, 96 * 512, 0.10),
+    "embed-multilingual-light-v3.0": ModelFacts(384, 512, 96, 96 * 512, 0.10),
+    "mistral-embed": ModelFacts(1024, 8192, 512, 16_384, 0.10),
+}
+
+# Per-kind limits when the model is not in the table (an open model behind a server).
+KIND_LIMITS: dict[str, tuple[int, int, int]] = {
+    "openai": (8191, 2048, 300_000),
+    "azure": (8191, 2048, 300_000),
+    "openai_compatible": (512, 32, 16_384),
+    "mistral": (8192, 512, 16_384),
+    "voyage": (32_000, 1000, 120_000),
+    "cohere": (512, 96, 96 * 512),
+}
+
+
+class ApiConfigBase(Strict):
+    """Settings every hosted provider shares."""
+
+    kind: str
+    api_key_env: str | None = None
+    """Environment variable holding the API key (never the key itself)."""
+    model: str
+    base_url: str | None = None
+    dimensions: int | None = Field(default=None, gt=0)
+    """Output dimension sent to the API (text-embedding-3, Voyage, Cohere v4)."""
+    dim: int | None = Field(default=None, gt=0)
+    """Expected vector size when the model is not known and ``dimensions`` is unset."""
+    timeout: float = Field(default=60.0, gt=0)
+    max_concurrency: int = Field(default=4, gt=0, le=256)
+    rpm: int | None = Field(default=None, gt=0)
+    tpm: int | None = Field(default=None, gt=0)
+    max_retries: int = Field(default=6, ge=0, le=100)
+    backoff_base: float = Field(default=0.5, ge=0)
+    backoff_max: float = Field(default=60.0, ge=0)
+    failure_threshold: int = Field(default=5, gt=0)
+    recovery_timeout: float = Field(default=30.0, ge=0)
+    success_threshold: int = Field(default=2, gt=0)
+    price_per_mtok: float | None = Field(default=None, ge=0)
+    space: str | None = None
+    """Embedding-space id; members of one fallback chain must share it."""
+    tokenizer: str | None = None
+    """``cl100k_base``/``o200k_base``/``voyage3_base``, ``estimate``, or a tokenizer.json path."""
+    max_tokens: int | None = Field(default=None, gt=1)
+    max_batch_inputs: int | None = Field(default=None, gt=0)
+    max_batch_tokens: int | None = Field(default=None, gt=0)
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError("expected an http:// or https:// URL")
+        return v.rstrip("/") if v else v
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, v: str | None) -> str | None:
+        if v is not None and (not v or any(c in v for c in " =\t\n")):
+            raise ValueError("expected the name of an environment variable, not a key")
+        return v
+
+    @model_validator(mode="after")
+    def _dim_known(self) -> ApiConfigBase:
+        if self.expected_dim() is None:
+            raise ValueError(
+                f"the vector size of model {self.model!r} is not known: set dim (or dimensions)"
+            )
+        return self
+
+    # Derived facts -------------------------------------------------------------------
+    def facts(self) -> ModelFacts | None:
+        return KNOWN_MODELS.get(self.model)
+
+    def expected_dim(self) -> int | None:
+        if self.dimensions is not None:
+            return self.dimensions
+        if self.dim is not None:
+            return self.dim
+        f = self.facts()
+        return f.dim if f else None
+
+    def limits(self) -> tuple[int, int, int]:
+        """(max tokens per input, max inputs per request, max tokens per request)."""
+        f = self.facts()
+        base = (f.max_tokens, f.max_batch_inputs, f.max_batch_tokens) if f else KIND_LIMITS[self.kind]
+        return (
+            self.max_tokens or base[0],
+            self.max_batch_inputs or base[1],
+            self.max_batch_tokens or base[2],
+        )
+
+    def price(self) -> float:
+        if self.price_per_mtok is not None:
+            return self.price_per_mtok
+        f = self.facts()
+        return f.price_per_mtok if f else 0.0
+
+    def space_id(self) -> str:
+        """``space`` if set, else ``family/model@dim`` (OpenAI and Azure share a family)."""
+        if self.space:
+            return self.space
+        family = {"azure": "openai"}.get(self.kind, self.kind)
+        return f"{family}/{self.model}@{self.expected_dim()}"
+
+    def endpoint(self) -> str:
+        """Base URL with the kind's default filled in."""
+        return self.base_url or DEFAULT_URLS.get(self.kind, "")
+
+
+DEFAULT_URLS = {
+    "openai": "https://api.openai.com/v1",
+    "mistral": "https://api.mistral.ai/v1",
+    "voyage": "https://api.voyageai.com/v1",
+    "cohere": "https://api.cohere.com",
+}
+
+
+class OpenAIConfig(ApiConfigBase):
+    """``kind = "openai"``: api.openai.com ``/v1/embeddings``."""
+
+    kind: Literal["openai"] = "openai"
+    api_key_env: str | None = "OPENAI_API_KEY"
+    model: str = "text-embedding-3-small"
+
+
+class AzureConfig(ApiConfigBase):
+    """``kind = "azure"``: an Azure OpenAI deployment (``base_url`` is the resource URL)."""
+
+    kind: Literal["azure"] = "azure"
+    api_key_env: str | None = "AZURE_OPENAI_API_KEY"
+    model: str = "text-embedding-3-small"
+    """The model the deployment serves (names the embedding space)."""
+    deployment: str
+    api_version: str = "2024-10-21"
+
+    @model_validator(mode="after")
+    def _needs_url(self) -> AzureConfig:
+        if not self.base_url:
+            raise ValueError("base_url is required: https://RESOURCE.openai.azure.com")
+        return self
+
+
+class OpenAICompatibleConfig(ApiConfigBase):
+    """``kind = "openai_compatible"``: TEI, vLLM, Ollama, Infinity, LM Studio..."""
+
+    kind: Literal["openai_compatible"] = "openai_compatible"
+    model: str
+
+    @model_validator(mode="after")
+    def _needs_url(self) -> OpenAICompatibleConfig:
+        if not self.base_url:
+            raise ValueError("base_url is required, e.g. http://localhost:8080/v1")
+        return self
+
+
+class MistralConfig(ApiConfigBase):
+    """``kind = "mistral"``: api.mistral.ai ``/v1/embeddings``."""
+
+    kind: Literal["mistral"] = "mistral"
+    api_key_env: str | None = "MISTRAL_API_KEY"
+    model: str = "mistral-embed"
+
+
+class VoyageConfig(ApiConfigBase):
+    """``kind = "voyage"``: api.voyageai.com ``/v1/embeddings``."""
+
+    kind: Literal["voyage"] = "voyage"
+    api_key_env: str | None = "VOYAGE_API_KEY"
+    model: str = "voyage-3.5"
+    input_type: Literal["document", "query"] | None = "document"
+
+
+class CohereConfig(ApiConfigBase):
+    """``kind = "cohere"``: api.cohere.com ``/v2/embed`` (float embeddings)."""
+
+    kind: Literal["cohere"] = "cohere"
+    api_key_env: str | None = "CO_API_KEY"
+    model: str = "embed-v4.0"
+    input_type: Literal["search_document", "search_query", "classification", "clustering"] = (
+        "search_document"
+    )
+
+
+ApiConfig = (
+    OpenAIConfig
+    | AzureConfig
+    | OpenAICompatibleConfig
+    | MistralConfig
+    | VoyageConfig
+    | CohereConfig
+)
+"""Every hosted kind, for the ``kind`` discriminator of ``ProviderConfig``."""
+
+API_KINDS = ("openai", "azure", "openai_compatible", "mistral", "voyage", "cohere")

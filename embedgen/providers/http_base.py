@@ -1,0 +1,237 @@
+"""One HTTP request per call: the shared part of every hosted API provider.
+
+:class:`HttpProvider` sends one batch as one request and maps every outcome in one
+place: a good response becomes an :class:`EmbedResult` (after checking count, dim and
+finiteness); 429/408/409/5xx, timeouts, connection errors and malformed bodies become
+:class:`TransientProviderError` (retryable, with the server's Retry-After); 400, 401,
+403, 404, 422 and other client errors become :class:`FatalProviderError` with the API's
+own message. Retries, limits and the breaker live in :mod:`embedgen.providers.reliable`.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import threading
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from embedgen.errors import FatalProviderError, ProviderError
+from embedgen.providers.base import Batch, EmbedResult, Provider, ProviderInfo, TextTokenizer
+from embedgen.providers.limits import RateLimitHeaders, parse_retry_after
+from embedgen.redact import Secret, redact
+
+if TYPE_CHECKING:
+    import httpx
+    import numpy as np
+
+    from embedgen.providers.api_config import ApiConfigBase
+
+RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
+
+
+class TransientProviderError(ProviderError):
+    """A failed request that a retry may fix (rate limit, 5xx, timeout, bad body)."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, status: int | None = None):
+        super().__init__(redact(message))
+        self.retry_after = retry_after
+        self.status = status
+
+
+def api_message(body: bytes, limit: int = 300) -> str:
+    """The error text an API put in its body (OpenAI, Azure, Voyage, Cohere, Mistral)."""
+    text = body.decode("utf-8", "replace")
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return " ".join(text.split())[:limit] or "(empty body)"
+    msg: Any = data
+    if isinstance(data, dict):
+        err = data.get("error")
+        if isinstance(err, dict):
+            msg = err.get("message") or err
+        elif isinstance(err, str):
+            msg = err
+        else:
+            msg = data.get("message") or data.get("detail") or data
+    return " ".join(str(msg).split())[:limit]
+
+
+def check_vectors(rows: Any, n: int, dim: int) -> np.ndarray:
+    """``rows`` as a float32 (n, dim) matrix, or TransientProviderError saying what is wrong."""
+    import numpy as np
+
+    if not isinstance(rows, list):
+        raise TransientProviderError("malformed response: embeddings are not a list")
+    if len(rows) != n:
+        raise TransientProviderError(f"bad response: {len(rows)} vectors for {n} inputs")
+    for row in rows:
+        if not isinstance(row, list) or len(row) != dim:
+            got = len(row) if isinstance(row, list) else type(row).__name__
+            raise TransientProviderError(f"bad response: a vector has dimension {got}, expected {dim}")
+    try:
+        mat = np.asarray(rows, dtype=np.float32).reshape(n, dim)
+    except (TypeError, ValueError):
+        raise TransientProviderError("malformed response: non-numeric vector values") from None
+    if not np.isfinite(mat).all():
+        raise TransientProviderError("bad response: vectors contain NaN or infinite values")
+    return mat
+
+
+class HttpProvider(Provider, abc.ABC):
+    """A hosted embedding API: subclasses say where to post what, and how to read replies."""
+
+    def __init__(self, name: str, cfg: ApiConfigBase, key: Secret | None) -> None:
+        self.name = name
+        self.cfg = cfg
+        self._key = key
+        self._client: httpx.Client | None = None
+        self._lock = threading.Lock()
+        self._tokenizer: TextTokenizer | None = None
+        self.on_rate_limits: Callable[[RateLimitHeaders], None] | None = None
+        """Set by the reliability layer to tighten its buckets from response headers."""
+        dim = cfg.expected_dim()
+        if dim is None:  # the config validator guarantees it; keep mypy and -O honest
+            raise ProviderError(f"{name}: vector size unknown; set dim")
+        self.dim = dim
+        max_tokens, max_inputs, max_batch_tokens = cfg.limits()
+        self.info = ProviderInfo(
+            name=name,
+            kind=cfg.kind,
+            model=cfg.model,
+            space=cfg.space_id(),
+            dim=dim,
+            max_tokens=max_tokens,
+            max_batch_inputs=max_inputs,
+            max_batch_tokens=max_batch_tokens,
+            price_per_mtok=cfg.price(),
+            max_concurrency=cfg.max_concurrency,
+            fingerprint=self.fingerprint(),
+            details=self.details(),
+        )
+
+    # What subclasses define ------------------------------------------------------------
+    @abc.abstractmethod
+    def url(self) -> str: ...
+
+    @abc.abstractmethod
+    def payload(self, texts: Sequence[str]) -> dict[str, Any]: ...
+
+    @abc.abstractmethod
+    def read(self, data: Any, n: int) -> tuple[Any, int | None]:
+        """(list of vectors in input order, billed tokens or None) from a parsed body."""
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._key.reveal()}"} if self._key else {}
+
+    def fingerprint(self) -> str:
+        """What changes a vector; never the key or the URL."""
+        c = self.cfg
+        extra = getattr(c, "input_type", None)
+        return f"api|{self.cfg.space_id()}|{c.kind}|{c.model}|dimensions={c.dimensions}|input_type={extra}"
+
+    def details(self) -> dict[str, str]:
+        d = {"provider": self.cfg.kind, "model": self.cfg.model}
+        if self.cfg.dimensions:
+            d["dimensions"] = str(self.cfg.dimensions)
+        it = getattr(self.cfg, "input_type", None)
+        if it:
+            d["input_type"] = str(it)
+        return d
+
+    # The contract ----------------------------------------------------------------------
+    def tokenizer(self) -> TextTokenizer:
+        with self._lock:
+            if self._tokenizer is None:
+                from embedgen.providers.api_tokenizers import api_tokenizer
+
+                self._tokenizer = api_tokenizer(self.cfg.kind, self.cfg.tokenizer)
+            return self._tokenizer
+
+    def client(self) -> httpx.Client:
+        with self._lock:
+            if self._client is None:
+                import httpx
+
+                n = self.cfg.max_concurrency
+                self._client = httpx.Client(
+                    timeout=httpx.Timeout(self.cfg.timeout, connect=min(10.0, self.cfg.timeout)),
+                    limits=httpx.Limits(max_connections=n + 2, max_keepalive_connections=n),
+                    headers={"User-Agent": "embedgen"},
+                    follow_redirects=False,
+                    trust_env=False,
+                )
+            return self._client
+
+    def embed_batch(self, batch: Batch) -> EmbedResult:
+        import httpx
+
+        n = len(batch)
+        if n == 0:
+            import numpy as np
+
+            return EmbedResult(np.zeros((0, self.dim), dtype=np.float32), 0)
+        try:
+            resp = self.client().post(
+                self.url(), json=self.payload(list(batch.texts)), headers=self.auth_headers()
+            )
+        except httpx.TimeoutException:
+            raise TransientProviderError(
+                f"{self.name}: no reply within {self.cfg.timeout:g}s (timeout)"
+            ) from None
+        except httpx.TransportError as exc:
+            raise TransientProviderError(
+                f"{self.name}: connection failed ({type(exc).__name__}: {redact(exc)})"
+            ) from None
+        if self.on_rate_limits is not None:
+            rl = RateLimitHeaders.parse(resp.headers)
+            if rl is not None:
+                self.on_rate_limits(rl)
+        status = resp.status_code
+        if status != 200:
+            msg = f"{self.name}: HTTP {status}: {api_message(resp.content)}"
+            if status in RETRYABLE_STATUS or status >= 500:
+                raise TransientProviderError(
+                    msg, retry_after=parse_retry_after(resp.headers), status=status
+                )
+            hint = {
+                401: f" (check the key in ${self.cfg.api_key_env})",
+                403: f" (check the key in ${self.cfg.api_key_env} and its permissions)",
+                404: " (check base_url, model and deployment)",
+            }.get(status, "")
+            raise FatalProviderError(redact(msg + hint))
+        try:
+            data = resp.json()
+        except ValueError:
+            raise TransientProviderError(f"{self.name}: malformed JSON in the response") from None
+        try:
+            rows, usage = self.read(data, n)
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise TransientProviderError(
+                f"{self.name}: malformed response ({type(exc).__name__}: {exc})"
+            ) from None
+        try:
+            vectors = check_vectors(rows, n, self.dim)
+        except TransientProviderError as exc:
+            raise TransientProviderError(f"{self.name}: {exc}") from None
+        return EmbedResult(vectors, usage)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, model={self.cfg.model!r})"
+
+
+def usage_tokens(data: dict[str, Any], *path: str) -> int | None:
+    """An integer nested at ``path`` in a response, or None."""
+    cur: Any = data
+    for p in path:
+        if not isinstance(cur, dict) or p not in cur:
+            return None
+        cur = cur[p]
+    return int(cur) if isinstance(cur, (int, float)) and not isinstance(cur, bool) else None

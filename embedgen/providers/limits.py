@@ -1,0 +1,285 @@
+"""Rate limits, retry delays and the circuit breaker: the reliability primitives.
+
+All are thread-safe (the pipeline calls a provider from several threads) and take a
+``clock`` so tests can drive time. :class:`TokenBucket` meters requests/min and
+tokens/min and can be tightened from ``x-ratelimit-*`` headers;
+:class:`RetryPolicy` gives exponential backoff with full jitter that honours
+``Retry-After``; :class:`CircuitBreaker` stops sending to a provider that keeps failing.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+Clock = Callable[[], float]
+
+
+class TokenBucket:
+    """``rate`` units per second, up to ``capacity`` banked; a take may run into debt.
+
+    Debt lets one request larger than the capacity through (after waiting for the
+    refill it costs), so a big batch is slowed, never refused.
+    """
+
+    def __init__(
+        self,
+        per_minute: float,
+        *,
+        burst_seconds: float = 1.0,
+        clock: Clock = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._clock, self._sleep = clock, sleep
+        self._lock = threading.Lock()
+        self._burst = burst_seconds
+        self.rate = per_minute / 60.0
+        self.capacity = max(1.0, self.rate * burst_seconds)
+        self._level = self.capacity
+        self._stamp = clock()
+
+    def _refill(self, now: float) -> None:
+        self._level = min(self.capacity, self._level + (now - self._stamp) * self.rate)
+        self._stamp = now
+
+    def reserve(self, n: float) -> float:
+        """Take ``n`` now and return how long to wait before using them."""
+        with self._lock:
+            now = self._clock()
+            self._refill(now)
+            self._level -= n
+            return 0.0 if self._level >= 0 else -self._level / self.rate
+
+    def take(self, n: float) -> float:
+        """Take ``n``, sleeping until they are covered; returns the seconds slept."""
+        wait = self.reserve(n)
+        if wait > 0:
+            self._sleep(wait)
+        return wait
+
+    def refund(self, n: float) -> None:
+        """Give back units taken for a request that the server never counted."""
+        with self._lock:
+            self._refill(self._clock())
+            self._level = min(self.capacity, self._level + n)
+
+    def tighten(self, *, limit: float | None, remaining: float | None, reset_s: float | None) -> None:
+        """Apply ``x-ratelimit-limit/remaining/reset`` values: never loosen, only tighten."""
+        with self._lock:
+            now = self._clock()
+            self._refill(now)
+            if limit is not None and limit > 0 and limit / 60.0 < self.rate:
+                self.rate = limit / 60.0
+                self.capacity = max(1.0, self.rate * self._burst)
+                self._level = min(self._level, self.capacity)
+            if remaining is not None and remaining < self._level:
+                self._level = float(remaining)
+                if remaining <= 0 and reset_s is not None and reset_s > 0:
+                    # Nothing left until the server's window resets: owe that much time.
+                    self._level = min(self._level, -reset_s * self.rate)
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+
+
+def parse_duration(text: str) -> float | None:
+    """Seconds from OpenAI's reset format (``1s``, ``6m0s``, ``20ms``) or a plain number."""
+    text = text.strip()
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        pass
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        return None
+    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    return sum(float(n) * scale[u] for n, u in parts)
+
+
+def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or HTTP date)."""
+    lower = {k.lower(): v for k, v in headers.items()}
+    ms = lower.get("retry-after-ms")
+    if ms is not None:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except ValueError:
+            pass
+    ra = lower.get("retry-after")
+    if ra is None:
+        return None
+    try:
+        return max(0.0, float(ra))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(ra)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+@dataclass(frozen=True)
+class RateLimitHeaders:
+    """The ``x-ratelimit-*`` values of one response (None where absent)."""
+
+    limit_requests: float | None = None
+    remaining_requests: float | None = None
+    reset_requests: float | None = None
+    limit_tokens: float | None = None
+    remaining_tokens: float | None = None
+    reset_tokens: float | None = None
+
+    @classmethod
+    def parse(cls, headers: Mapping[str, str]) -> RateLimitHeaders | None:
+        lower = {k.lower(): v for k, v in headers.items() if k.lower().startswith("x-ratelimit-")}
+        if not lower:
+            return None
+
+        def num(key: str) -> float | None:
+            v = lower.get(key)
+            if v is None:
+                return None
+            try:
+                return float(v)
+            except ValueError:
+                return None
+
+        def dur(key: str) -> float | None:
+            v = lower.get(key)
+            return parse_duration(v) if v is not None else None
+
+        return cls(
+            limit_requests=num("x-ratelimit-limit-requests"),
+            remaining_requests=num("x-ratelimit-remaining-requests"),
+            reset_requests=dur("x-ratelimit-reset-requests"),
+            limit_tokens=num("x-ratelimit-limit-tokens"),
+            remaining_tokens=num("x-ratelimit-remaining-tokens"),
+            reset_tokens=dur("x-ratelimit-reset-tokens"),
+        )
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter, honouring a server's Retry-After."""
+
+    max_retries: int = 6
+    base: float = 0.5
+    cap: float = 60.0
+    max_retry_after: float = 600.0
+    """A Retry-After longer than this is clamped (a server asking for an hour is broken)."""
+
+    def delay(self, retry: int, retry_after: float | None = None, rng: random.Random | None = None) -> float:
+        """Seconds to wait before retry number ``retry`` (1-based)."""
+        r = rng or random
+        backoff = r.uniform(0.0, min(self.cap, self.base * (2.0 ** (retry - 1))))
+        if retry_after is not None:
+            # The server knows when it can take us again; a little jitter spreads threads.
+            return min(self.max_retry_after, retry_after) + r.uniform(0.0, min(self.base, 0.05))
+        return backoff
+
+
+class CircuitBreaker:
+    """Closed → open after ``failure_threshold`` consecutive failures → half-open after
+    ``recovery_timeout`` → closed after ``success_threshold`` successes (any failure while
+    half-open re-opens it). While half-open at most ``success_threshold`` calls are let
+    through at a time, as probes.
+    """
+
+    CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
+
+    def __init__(
+        self,
+        *,
+        failure_threshold: int = 5,
+        recovery_timeout: float = 30.0,
+        success_threshold: int = 2,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.failure_threshold = failure_threshold
+        self.recovery_timeout = recovery_timeout
+        self.success_threshold = success_threshold
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._state = self.CLOSED
+        self._failures = 0
+        self._successes = 0
+        self._opened_at = 0.0
+        self._probes = 0
+        self.openings = 0
+
+    @property
+    def state(self) -> str:
+        with self._lock:
+            self._tick()
+            return self._state
+
+    def _tick(self) -> None:
+        if self._state == self.OPEN and self._clock() - self._opened_at >= self.recovery_timeout:
+            self._state, self._successes, self._probes = self.HALF_OPEN, 0, 0
+
+    def seconds_until_probe(self) -> float:
+        """0 when a call may be tried now, else seconds until the breaker half-opens."""
+        with self._lock:
+            self._tick()
+            if self._state == self.OPEN:
+                return max(0.0, self._opened_at + self.recovery_timeout - self._clock())
+            return 0.0
+
+    def available(self) -> bool:
+        """Whether a call would be let through now (does not claim a probe slot)."""
+        with self._lock:
+            self._tick()
+            if self._state == self.CLOSED:
+                return True
+            return self._state == self.HALF_OPEN and self._probes < self.success_threshold
+
+    def acquire(self) -> bool:
+        """Claim the right to make one call; False while open (or half-open and busy)."""
+        with self._lock:
+            self._tick()
+            if self._state == self.CLOSED:
+                return True
+            if self._state == self.HALF_OPEN and self._probes < self.success_threshold:
+                self._probes += 1
+                return True
+            return False
+
+    def record_success(self) -> None:
+        with self._lock:
+            self._failures = 0
+            if self._state == self.HALF_OPEN:
+                self._probes = max(0, self._probes - 1)
+                self._successes += 1
+                if self._successes >= self.success_threshold:
+                    self._state = self.CLOSED
+
+    def record_failure(self) -> None:
+        with self._lock:
+            if self._state == self.HALF_OPEN:
+                self._open()
+                return
+            if self._state == self.OPEN:
+                return
+            self._failures += 1
+            if self._failures >= self.failure_threshold:
+                self._open()
+
+    def release(self) -> None:
+        """Give back a probe slot taken by :meth:`acquire` for a call that was not made."""
+        with self._lock:
+            if self._state == self.HALF_OPEN:
+                self._probes = max(0, self._probes - 1)
+
+    def _open(self) -> None:
+        self._state = self.OPEN
+        self._opened_at = self._clock()
+        self._failures = 0
+        self.openings += 1

