@@ -126,7 +126,9 @@ class ApiConfigBase(Strict):
     def limits(self) -> tuple[int, int, int]:
         """(max tokens per input, max inputs per request, max tokens per request)."""
         f = self.facts()
-        base = (f.max_tokens, f.max_batch_inputs, f.max_batch_tokens) if f else KIND_LIMITS[self.kind]
+        base = (
+            (f.max_tokens, f.max_batch_inputs, f.max_batch_tokens) if f else KIND_LIMITS[self.kind]
+        )
         return (
             self.max_tokens or base[0],
             self.max_batch_inputs or base[1],

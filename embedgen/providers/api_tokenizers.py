@@ -27,7 +27,7 @@ _SEGMENT_CHARS = 200_000
 """bpe-openai refuses texts of 1M characters; long documents are encoded in pieces."""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _encoding(name: str) -> Any:
     try:
         import bpe_openai
@@ -70,9 +70,7 @@ class BpeTokenizer:
     def count(self, text: str) -> int:
         return sum(len(self._enc.encode_ordinary(text[a:b])) for a, b in _segments(text))
 
-    def encode_offsets(
-        self, texts: Sequence[str]
-    ) -> list[tuple[list[int], list[tuple[int, int]]]]:
+    def encode_offsets(self, texts: Sequence[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
         return [self._one(t) for t in texts]
 
     def _one(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
@@ -128,9 +126,7 @@ class JsonTokenizer:
     def count(self, text: str) -> int:
         return len(self._tok.encode_offsets([text])[0][0]) + self.overhead
 
-    def encode_offsets(
-        self, texts: Sequence[str]
-    ) -> list[tuple[list[int], list[tuple[int, int]]]]:
+    def encode_offsets(self, texts: Sequence[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
         return self._tok.encode_offsets(texts)
 
     def model_inputs(self, ids: Sequence[int]) -> list[int] | None:
@@ -152,9 +148,7 @@ class EstimateTokenizer:
     def count(self, text: str) -> int:
         return sum(1 for _ in _PIECE.finditer(text)) + self.overhead
 
-    def encode_offsets(
-        self, texts: Sequence[str]
-    ) -> list[tuple[list[int], list[tuple[int, int]]]]:
+    def encode_offsets(self, texts: Sequence[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
         out = []
         for text in texts:
             spans = [m.span() for m in _PIECE.finditer(text)]
@@ -172,7 +166,9 @@ DEFAULT_TOKENIZER = {
 }
 
 
-def api_tokenizer(kind: str, setting: str | None) -> BpeTokenizer | JsonTokenizer | EstimateTokenizer:
+def api_tokenizer(
+    kind: str, setting: str | None
+) -> BpeTokenizer | JsonTokenizer | EstimateTokenizer:
     """The tokenizer named by a provider's ``tokenizer`` setting, or the kind's default."""
     name = setting or DEFAULT_TOKENIZER.get(kind, "estimate")
     if name in BPE_ENCODINGS:

@@ -69,6 +69,8 @@ class EmbedResult:
     """float32, shape (len(batch), dim)."""
     usage_tokens: int | None = None
     """Tokens the API says it billed, when it says so."""
+    models: list[str] | None = None
+    """Model that embedded each row, when a fallback chain may mix models."""
 
 
 class TextTokenizer(Protocol):

@@ -33,7 +33,9 @@ RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 
 class TransientProviderError(ProviderError):
     """A failed request that a retry may fix (rate limit, 5xx, timeout, bad body)."""
 
-    def __init__(self, message: str, *, retry_after: float | None = None, status: int | None = None):
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, status: int | None = None
+    ):
         super().__init__(redact(message))
         self.retry_after = retry_after
         self.status = status
@@ -69,7 +71,9 @@ def check_vectors(rows: Any, n: int, dim: int) -> np.ndarray:
     for row in rows:
         if not isinstance(row, list) or len(row) != dim:
             got = len(row) if isinstance(row, list) else type(row).__name__
-            raise TransientProviderError(f"bad response: a vector has dimension {got}, expected {dim}")
+            raise TransientProviderError(
+                f"bad response: a vector has dimension {got}, expected {dim}"
+            )
     try:
         mat = np.asarray(rows, dtype=np.float32).reshape(n, dim)
     except (TypeError, ValueError):
@@ -129,7 +133,9 @@ class HttpProvider(Provider, abc.ABC):
         """What changes a vector; never the key or the URL."""
         c = self.cfg
         extra = getattr(c, "input_type", None)
-        return f"api|{self.cfg.space_id()}|{c.kind}|{c.model}|dimensions={c.dimensions}|input_type={extra}"
+        return (
+            f"api|{c.space_id()}|{c.kind}|{c.model}|dimensions={c.dimensions}|input_type={extra}"
+        )
 
     def details(self) -> dict[str, str]:
         d = {"provider": self.cfg.kind, "model": self.cfg.model}

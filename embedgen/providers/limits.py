@@ -68,7 +68,9 @@ class TokenBucket:
             self._refill(self._clock())
             self._level = min(self.capacity, self._level + n)
 
-    def tighten(self, *, limit: float | None, remaining: float | None, reset_s: float | None) -> None:
+    def tighten(
+        self, *, limit: float | None, remaining: float | None, reset_s: float | None
+    ) -> None:
         """Apply ``x-ratelimit-limit/remaining/reset`` values: never loosen, only tighten."""
         with self._lock:
             now = self._clock()
@@ -176,7 +178,9 @@ class RetryPolicy:
     max_retry_after: float = 600.0
     """A Retry-After longer than this is clamped (a server asking for an hour is broken)."""
 
-    def delay(self, retry: int, retry_after: float | None = None, rng: random.Random | None = None) -> float:
+    def delay(
+        self, retry: int, retry_after: float | None = None, rng: random.Random | None = None
+    ) -> float:
         """Seconds to wait before retry number ``retry`` (1-based)."""
         r = rng or random
         backoff = r.uniform(0.0, min(self.cap, self.base * (2.0 ** (retry - 1))))
