@@ -41,9 +41,9 @@ def _root(
 
 def _register() -> None:
     # One line per command module; each module defines `register(app)`.
-    from embedgen.cli import config_cmd, run_cmd
+    from embedgen.cli import cache_cmd, config_cmd, run_cmd
 
-    for module in (run_cmd, config_cmd):
+    for module in (run_cmd, config_cmd, cache_cmd):
         module.register(app)
 
 

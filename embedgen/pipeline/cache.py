@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -45,6 +46,7 @@ _MAX_GROW_STEP = 1024 * _MiB if sys.platform == "win32" else 16 * 1024 * _MiB
 _MAX_RETRIES = 64
 _DELETE_CHUNK = 20_000
 _LAST_RUN = b"last_run"
+_LOW_SPACE = 64 * _MiB
 
 
 def fingerprint_id(description: str) -> bytes:
@@ -145,10 +147,20 @@ def _mapped(exc: BaseException, path: Path) -> CacheError:
     import lmdb
 
     code = getattr(exc, "errno", None) or getattr(exc, "code", None)
-    if isinstance(exc, lmdb.DiskError) or code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+    # LMDB reports a short write (the disk filled up mid-write) as EIO.
+    if (
+        isinstance(exc, lmdb.DiskError)
+        or code in (errno.ENOSPC, errno.EDQUOT)
+        or (code == errno.EIO and _free_bytes(path) < _LOW_SPACE)
+    ):
         return CacheError(
             f"disk full while writing the cache at {path}; free space or move the cache "
             "with --cache-dir; finished output is kept"
+        )
+    if code in (errno.EIO, errno.EFBIG):
+        return CacheError(
+            f"could not write the cache at {path} ({exc}: disk full, over quota or failing); "
+            "free space or move the cache with --cache-dir; finished output is kept"
         )
     if isinstance(exc, (NotADirectoryError, FileExistsError)) or code == errno.ENOTDIR:
         return CacheError(
@@ -172,6 +184,18 @@ def _mapped(exc: BaseException, path: Path) -> CacheError:
     if isinstance(exc, lmdb.ReadersFullError):
         return CacheError(f"too many processes are reading the cache at {path}; retry later")
     return CacheError(f"cache at {path} failed ({exc}); use --cache-dir or --no-cache")
+
+
+def _free_bytes(path: Path) -> int:
+    """Free bytes on the file system holding ``path`` (a large number when unknown)."""
+    import shutil
+
+    for where in (path, *path.parents):
+        try:
+            return shutil.disk_usage(where).free
+        except OSError:
+            continue
+    return 1 << 62
 
 
 class _SharedEnv:
@@ -246,7 +270,9 @@ def _open_env(path: Path, readonly: bool, map_size: int) -> _SharedEnv:
             env.reader_check()  # free reader slots of killed processes
         for _ in range(_MAX_RETRIES):
             try:
-                dbs = tuple(env.open_db(n, create=not readonly) for n in (b"vectors", b"models", b"meta"))
+                dbs = tuple(
+                    env.open_db(n, create=not readonly) for n in (b"vectors", b"models", b"meta")
+                )
                 break
             except lmdb.MapResizedError:
                 env.set_mapsize(0)
@@ -279,7 +305,7 @@ class VectorCache:
         cls, path: str | os.PathLike[str] | None = None, *, readonly: bool = False,
         initial_map_size: int = INITIAL_MAP_SIZE,
     ) -> VectorCache:  # fmt: skip
-        """Open (creating unless ``readonly``) the cache at ``path`` or :func:`default_cache_dir`."""
+        """Open the cache at ``path`` (default: :func:`default_cache_dir`), creating it."""
         where = resolve_cache_dir(path)
         key = (os.getpid(), os.path.realpath(where))
         with _ENVS_LOCK:
@@ -537,12 +563,12 @@ class VectorCache:
             return report
         for start in range(0, len(bad), _DELETE_CHUNK):
             chunk = bad[start : start + _DELETE_CHUNK]
-            report.removed += self._txn(lambda txn, c=chunk: self._delete_bad(txn, c), write=True)
+            report.removed += self._txn(partial(self._delete_bad, keys=chunk), write=True)
         if report.bad_models:
             self._txn(self._delete_bad_models, write=True)
         return report
 
-    def _delete_bad(self, txn: Any, keys: list[bytes]) -> int:
+    def _delete_bad(self, txn: Any, *, keys: list[bytes]) -> int:
         """Delete keys still bad inside this write transaction (another process may fix them)."""
         models: dict[bytes, ModelInfo | None] = {}
         removed = 0
@@ -580,26 +606,25 @@ class VectorCache:
             return removed
         removed = 0
         for info in self.match(model):
-            while True:
-                n = self._txn(lambda txn, fp=info.fingerprint_id: self._delete_range(txn, fp),
-                              write=True)  # fmt: skip
+            step = partial(self._delete_range, fingerprint=info.fingerprint_id)
+            while True:  # bounded: each step removes _DELETE_CHUNK entries or finishes
+                n = self._txn(step, write=True)
                 removed += n
                 if n < _DELETE_CHUNK:
                     break
-            self._txn(lambda txn, fp=info.fingerprint_id: txn.delete(fp, db=self._shared.models),
-                      write=True)  # fmt: skip
             self._models.pop(info.fingerprint_id, None)
         return removed
 
     def _delete_range(self, txn: Any, fingerprint: bytes) -> int:
+        """Delete up to _DELETE_CHUNK entries of a model; with the last ones, its record."""
         removed = 0
         with txn.cursor(db=self._shared.vectors) as cursor:
-            if not cursor.set_range(fingerprint):
-                return 0
-            while removed < _DELETE_CHUNK and cursor.key()[:ID_BYTES] == fingerprint:
-                if not cursor.delete():
-                    break
+            found = cursor.set_range(fingerprint)
+            while found and removed < _DELETE_CHUNK and cursor.key()[:ID_BYTES] == fingerprint:
+                found = cursor.delete()
                 removed += 1
+        if removed < _DELETE_CHUNK:
+            txn.delete(fingerprint, db=self._shared.models)
         return removed
 
     def match(self, model: str) -> list[ModelInfo]:

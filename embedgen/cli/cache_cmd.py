@@ -1,0 +1,184 @@
+"""``embedgen cache stats | verify | clear | path``: inspect and maintain the vector cache."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from embedgen.pipeline.cache import ModelStats
+
+cache_app = typer.Typer(
+    name="cache",
+    help="Inspect and maintain the embedding cache (LMDB, keyed by model and text).",
+    no_args_is_help=True,
+)
+
+_CACHE_DIR_HELP = "Cache directory (default: $EMBEDGEN_CACHE_DIR, else the user cache directory)."
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``cache`` command group to the app."""
+    app.add_typer(cache_app, name="cache")
+
+
+def _where(cache_dir: Path | None) -> Path:
+    from embedgen.pipeline.cache import resolve_cache_dir
+
+    return resolve_cache_dir(cache_dir)
+
+
+def _exists(path: Path) -> bool:
+    return (path / "data.mdb").is_file()
+
+
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"  # pragma: no cover
+
+
+@cache_app.command("path")
+def path_cmd(
+    cache_dir: Path | None = typer.Option(None, "--cache-dir", help=_CACHE_DIR_HELP),
+) -> None:
+    """Print the cache directory."""
+    typer.echo(str(_where(cache_dir)))
+
+
+@cache_app.command("stats")
+def stats_cmd(
+    cache_dir: Path | None = typer.Option(None, "--cache-dir", help=_CACHE_DIR_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Entries and bytes per model, and the hit rate of the last run."""
+    from embedgen.pipeline.cache import VectorCache
+
+    path = _where(cache_dir)
+    rows: list[ModelStats] = []
+    last: dict[str, Any] | None = None
+    if _exists(path):
+        with VectorCache.open(path, readonly=True) as cache:
+            rows, last = cache.stats(), cache.last_run()
+    if as_json:
+        models = [_row_json(r) for r in rows]
+        typer.echo(json.dumps({"path": str(path), "models": models, "last_run": last}, indent=2))
+        return
+    _print_stats(path, rows, last)
+
+
+def _row_json(row: ModelStats) -> dict[str, Any]:
+    m = row.model
+    return {
+        "name": m.name if m else None,
+        "fingerprint": row.fingerprint_id.hex(),
+        "description": m.description if m else None,
+        "dim": m.dim if m else None,
+        "dtype": m.dtype if m else None,
+        "created": m.created if m else None,
+        "entries": row.entries,
+        "bytes": row.bytes,
+    }
+
+
+def _print_stats(path: Path, rows: list[ModelStats], last: dict[str, Any] | None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    if not rows:
+        console.print(f"cache at {path}: empty", markup=False)
+    else:
+        table = Table(title=f"cache at {path}", title_justify="left")
+        for column in ("model", "fingerprint", "dim", "dtype"):
+            table.add_column(column)
+        table.add_column("entries", justify="right")
+        table.add_column("bytes", justify="right")
+        for row in rows:
+            m = row.model
+            table.add_row(
+                m.name if m else "(unregistered)",
+                row.fingerprint_id.hex()[:12],
+                str(m.dim) if m else "?",
+                m.dtype if m else "?",
+                f"{row.entries:,}",
+                _size(row.bytes),
+            )
+        console.print(table)
+    if last is not None:
+        total = last["hits"] + last["misses"]
+        console.print(
+            f"last run ({last.get('model') or last.get('fingerprint', '')[:12]}, "
+            f"{last.get('finished', '?')}): {last['hits']:,} of {total:,} chunks cached "
+            f"(hit rate {last['hit_rate']:.1%})",
+            markup=False,
+        )
+
+
+@cache_app.command("verify")
+def verify_cmd(
+    cache_dir: Path | None = typer.Option(None, "--cache-dir", help=_CACHE_DIR_HELP),
+    fix: bool = typer.Option(False, "--fix", help="Remove the bad entries found."),
+) -> None:
+    """Check every cached vector decodes to a finite vector of its model's dim.
+
+    Exits 1 when bad entries remain (run again with --fix to remove them).
+    """
+    from embedgen.cli.output import error
+    from embedgen.pipeline.cache import VectorCache
+
+    path = _where(cache_dir)
+    if not _exists(path):
+        typer.echo(f"no cache at {path}; nothing to verify")
+        return
+    with VectorCache.open(path, readonly=not fix) as cache:
+        report = cache.verify(fix=fix)
+    reasons = ", ".join(f"{n} {why}" for why, n in sorted(report.reasons.items()))
+    line = f"checked {report.checked:,} entries in {path}: {report.bad:,} bad"
+    typer.echo(line + (f" ({reasons})" if reasons else ""))
+    if report.bad_models:
+        typer.echo(f"{report.bad_models} damaged model records" + (" removed" if fix else ""))
+    if fix and report.bad:
+        typer.echo(f"removed {report.removed:,} bad entries")
+    if report.remaining or (report.bad_models and not fix):
+        error(f"{report.remaining:,} bad entries remain; run `embedgen cache verify --fix`")
+        raise typer.Exit(1)
+
+
+@cache_app.command("clear")
+def clear_cmd(
+    cache_dir: Path | None = typer.Option(None, "--cache-dir", help=_CACHE_DIR_HELP),
+    model: str | None = typer.Option(
+        None, "--model", help="Only this model: its name or a fingerprint hex prefix."
+    ),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+) -> None:
+    """Remove every cached vector, or one model's."""
+    from embedgen.errors import UsageError
+    from embedgen.pipeline.cache import VectorCache
+
+    path = _where(cache_dir)
+    if not _exists(path):
+        typer.echo(f"no cache at {path}; nothing to clear")
+        return
+    with VectorCache.open(path) as cache:
+        what = "every cached vector"
+        if model is not None:
+            names = sorted(
+                {f"{m.name} ({m.fingerprint_id.hex()[:12]})" for m in cache.match(model)}
+            )
+            what = "the cached vectors of " + ", ".join(names)
+        if not yes:
+            if not sys.stdin.isatty():
+                raise UsageError(f"refusing to clear the cache at {path} without confirmation; "
+                                 "pass --yes")  # fmt: skip
+            typer.confirm(f"Remove {what} from {path}?", abort=True)
+        removed = cache.clear(model)
+    typer.echo(f"removed {removed:,} vectors ({what.removeprefix('the cached vectors of ')})")
