@@ -132,7 +132,7 @@ def check(st_folder: Path, out: Path) -> float:
     ref = st.encode(texts, normalize_embeddings=True, batch_size=len(texts))
     got = onnx_embed(out / "model.onnx", out / "tokenizer.json", texts, st.max_seq_length)
     cos = (ref * got).sum(axis=1)
-    for text, c in zip(texts, cos):
+    for text, c in zip(texts, cos, strict=True):
         print(f"  cos={c:.8f}  {text[:50]!r}")
     print(f"max |diff| = {np.abs(ref - got).max():.2e}")
     return float(cos.min())

@@ -35,7 +35,7 @@ SENTENCES = (
     "Москва — столица России.",
     "I love this so much 😍🔥 best day ever 🎉",
     "def fibonacci(n):\n    return n if n < 2 else fibonacci(n - 1) + fibonacci(n - 2)",
-    'SELECT id, name FROM users WHERE created_at > NOW() - INTERVAL \'7 days\';',
+    "SELECT id, name FROM users WHERE created_at > NOW() - INTERVAL '7 days';",
     "pip install embedgen && embedgen run corpus.parquet --model bge-m3 --device cuda",
     "ok",
     "   leading and trailing spaces\tand a tab   ",
@@ -78,7 +78,7 @@ def build(st_folder: Path) -> dict:
         "generator": "scripts/make_golden.py",
         "items": [
             {"text": text, "tokens": n, "vector": [round(float(x), 6) for x in vec]}
-            for text, n, vec in zip(SENTENCES, counts, vectors)
+            for text, n, vec in zip(SENTENCES, counts, vectors, strict=True)
         ],
     }
 

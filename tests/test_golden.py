@@ -74,7 +74,7 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _assert_close(texts: list[str], got: np.ndarray, want: np.ndarray) -> None:
     assert got.shape == want.shape
     cos = _cosines(got, want)
-    bad = [f"{c:.5f} {t[:40]!r}" for t, c in zip(texts, cos) if not c >= MIN_COSINE]
+    bad = [f"{c:.5f} {t[:40]!r}" for t, c in zip(texts, cos, strict=True) if not c >= MIN_COSINE]
     assert not bad, f"cosine below {MIN_COSINE}: {bad}"
 
 
