@@ -8,13 +8,35 @@ one-line message and the exit code, in this one place.
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import typer
+from typer.core import TyperGroup
 
 from embedgen import __version__
 from embedgen.errors import EmbedgenError
 
+
+class _Group(TyperGroup):
+    """Maps library errors to a one-line message and an exit code, for every command."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except EmbedgenError as exc:
+            from embedgen.cli.output import error
+
+            error(str(exc))
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            from embedgen.cli.output import error
+
+            error("interrupted; embedded chunks are kept in the cache, re-run to continue")
+            raise typer.Exit(130) from None
+
+
 app = typer.Typer(
+    cls=_Group,
     name="embedgen",
     help="Batch-embed document corpora (Parquet/JSONL) into Parquet embeddings.",
     no_args_is_help=True,
@@ -51,27 +73,5 @@ _register()
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the console script: run the app, map errors to exit codes."""
-    try:
-        app(args=argv, standalone_mode=False)
-    except EmbedgenError as exc:
-        from embedgen.cli.output import error
-
-        error(str(exc))
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        from embedgen.cli.output import error
-
-        error("interrupted; finished work is kept in the cache, re-run to continue")
-        sys.exit(130)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        sys.exit(1)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+    """Entry point of the console script."""
+    app(args=argv, prog_name="embedgen")

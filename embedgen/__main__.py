@@ -1,0 +1,5 @@
+"""``python -m embedgen``."""
+
+from embedgen.cli import main
+
+main()

@@ -1,0 +1,56 @@
+"""Shared fixtures: every test gets its own cache, model and config directories."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+_CLEARED_PREFIXES = ("EMBEDGEN_", "HF_", "OPENAI_", "AZURE_", "VOYAGE_", "COHERE_", "MISTRAL_")
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A clean environment with private cache, models and config directories."""
+    for key in list(os.environ):
+        if key.startswith(_CLEARED_PREFIXES):
+            monkeypatch.delenv(key, raising=False)
+    home = tmp_path / "_home"
+    for sub in ("cache", "models", "config", "data"):
+        (home / sub).mkdir(parents=True)
+    monkeypatch.setenv("EMBEDGEN_CACHE_DIR", str(home / "cache"))
+    monkeypatch.setenv("EMBEDGEN_MODELS_DIR", str(home / "models"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / "cache"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    monkeypatch.setenv("NO_COLOR", "1")
+    return home
+
+
+@pytest.fixture
+def write_parquet(tmp_path: Path):
+    """Write a dict of columns to a Parquet file in tmp_path and return its path."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def _write(columns: dict, name: str = "corpus.parquet") -> Path:
+        path = tmp_path / name
+        pq.write_table(pa.table(columns), path)
+        return path
+
+    return _write
+
+
+@pytest.fixture
+def write_jsonl(tmp_path: Path):
+    """Write raw lines (str or bytes) to a JSONL file in tmp_path and return its path."""
+
+    def _write(lines: list, name: str = "corpus.jsonl") -> Path:
+        path = tmp_path / name
+        data = b"".join((x if isinstance(x, bytes) else x.encode()) + b"\n" for x in lines)
+        path.write_bytes(data)
+        return path
+
+    return _write

@@ -1,0 +1,283 @@
+"""embedgen run end to end on the embedded default model: inputs, outputs, bad input."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+import embedgen
+from embedgen.cli import app
+
+runner = CliRunner()
+
+TEXTS = [
+    "The cat sat on the mat.",
+    "Embeddings map text to vectors.",
+    "Parquet is a columnar storage format.",
+    "A short one.",
+]
+
+
+def invoke(*args: str):
+    return runner.invoke(app, ["run", *args, "--quiet"])
+
+
+def test_parquet_in_parquet_out_schema_and_metadata(write_parquet, tmp_path: Path) -> None:
+    src = write_parquet({"doc": ["a", "b", "c", "d"], "text": TEXTS, "lang": ["en"] * 4})
+    result = invoke(str(src), "--id-column", "doc", "--keep", "lang")
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "corpus.embeddings.parquet"
+    table = pq.read_table(out)
+    assert table.column_names == [
+        "id", "chunk", "char_start", "char_end", "tokens", "text", "embedding", "lang",
+    ]
+    assert table.schema.field("embedding").type.list_size == 384
+    assert str(table.schema.field("embedding").type.value_type) == "float"
+    assert table.column("id").to_pylist() == ["a", "b", "c", "d"]
+    assert table.column("lang").to_pylist() == ["en"] * 4
+    meta = {k.decode(): v.decode() for k, v in table.schema.metadata.items()}
+    assert meta["embedgen.model"] == "all-MiniLM-L6-v2-int8"
+    assert meta["embedgen.dim"] == "384"
+    assert meta["embedgen.pooling"] == "mean"
+    assert meta["embedgen.normalize"] == "true"
+    assert meta["embedgen.version"] == embedgen.__version__
+    assert "sha256=8199be6f" in meta["embedgen.fingerprint"]
+    vecs = np.array(table.column("embedding").to_pylist(), dtype=np.float32)
+    assert np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
+    assert not (tmp_path / "corpus.embeddings.skipped.jsonl").exists()
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_jsonl_gz_and_row_number_ids(write_jsonl, tmp_path: Path) -> None:
+    plain = write_jsonl([json.dumps({"text": t}) for t in TEXTS])
+    gz = tmp_path / "corpus2.jsonl.gz"
+    gz.write_bytes(gzip.compress(plain.read_bytes()))
+    result = invoke(str(gz), "-o", str(tmp_path / "out.parquet"))
+    assert result.exit_code == 0, result.output
+    table = pq.read_table(tmp_path / "out.parquet")
+    assert table.column("id").to_pylist() == [0, 1, 2, 3]
+    assert table.column("text").to_pylist() == TEXTS
+
+
+def test_same_vectors_from_jsonl_and_parquet(write_jsonl, write_parquet, tmp_path) -> None:
+    a = embedgen.embed_corpus(write_parquet({"text": TEXTS}), tmp_path / "a.parquet", quiet=True)
+    b = embedgen.embed_corpus(write_jsonl([json.dumps({"text": t}) for t in TEXTS]),
+                              tmp_path / "b.parquet", quiet=True)
+    assert a.chunks == b.chunks == 4
+    va = pq.read_table(tmp_path / "a.parquet").column("embedding").to_pylist()
+    vb = pq.read_table(tmp_path / "b.parquet").column("embedding").to_pylist()
+    assert np.allclose(va, vb, atol=1e-6)
+
+
+def test_directory_and_glob_inputs(write_parquet, write_jsonl, tmp_path: Path) -> None:
+    d = tmp_path / "corpus"
+    d.mkdir()
+    write_parquet({"text": TEXTS[:2]}, name="corpus/a.parquet")
+    write_jsonl([json.dumps({"text": t}) for t in TEXTS[2:]], name="corpus/b.jsonl")
+    s = embedgen.embed_corpus(d, quiet=True)
+    assert s.output == tmp_path / "corpus.embeddings.parquet"
+    assert pq.read_table(s.output).column("text").to_pylist() == TEXTS
+    assert pq.read_table(s.output).column("id").to_pylist() == [0, 1, 2, 3]
+    s2 = embedgen.embed_corpus(str(d / "*.parquet"), tmp_path / "g.parquet", quiet=True)
+    assert s2.documents == 2
+
+
+def test_long_document_is_chunked_with_exact_offsets(write_parquet, tmp_path: Path) -> None:
+    words = [f"word{i % 97} embedding-{i}" for i in range(1500)]
+    doc = " ".join(words) + "."
+    src = write_parquet({"text": [doc, "tiny"]})
+    s = embedgen.embed_corpus(src, tmp_path / "o.parquet", quiet=True, max_tokens=64,
+                              overlap=8)
+    t = pq.read_table(tmp_path / "o.parquet").to_pylist()
+    doc_rows = [r for r in t if r["id"] == 0]
+    assert len(doc_rows) > 10
+    assert [r["chunk"] for r in doc_rows] == list(range(len(doc_rows)))
+    for r in doc_rows:
+        assert doc[r["char_start"]:r["char_end"]] == r["text"]
+        assert 0 < r["tokens"] <= 62
+    assert doc_rows[0]["char_start"] == 0 and doc_rows[-1]["char_end"] == len(doc)
+    # overlap: each chunk starts before the previous one ended
+    for prev, cur in zip(doc_rows, doc_rows[1:]):
+        assert cur["char_start"] < prev["char_end"]
+    assert t[-1]["id"] == 1 and t[-1]["text"] == "tiny"
+    assert s.chunks == len(t)
+
+
+def test_chunks_cover_the_document_without_overlap(write_parquet, tmp_path: Path) -> None:
+    doc = "Alpha beta gamma delta. " * 400
+    src = write_parquet({"text": [doc]})
+    embedgen.embed_corpus(src, tmp_path / "o.parquet", quiet=True)
+    rows = pq.read_table(tmp_path / "o.parquet").to_pylist()
+    assert len(rows) > 1
+    assert rows[0]["char_start"] == 0 and rows[-1]["char_end"] == len(doc.rstrip())
+    for prev, cur in zip(rows, rows[1:]):
+        assert prev["char_end"] <= cur["char_start"]
+        assert doc[prev["char_end"]:cur["char_start"]].strip() == ""
+    assert all(r["tokens"] <= 254 for r in rows)
+
+
+def test_null_and_empty_text_are_skipped_and_listed(write_parquet, tmp_path: Path) -> None:
+    src = write_parquet({"id": ["x", "y", "z"], "text": ["fine text", None, "   "]})
+    result = invoke(str(src), "--id-column", "id")
+    assert result.exit_code == 4
+    assert "skipped" in result.output
+    rows = pq.read_table(tmp_path / "corpus.embeddings.parquet").column("id").to_pylist()
+    assert rows == ["x"]
+    listed = [json.loads(x) for x in
+              (tmp_path / "corpus.embeddings.skipped.jsonl").read_text().splitlines()]
+    assert [(x["id"], x["reason"]) for x in listed] == [("y", "null text"), ("z", "empty text")]
+
+
+def test_missing_text_column_lists_columns(write_parquet) -> None:
+    src = write_parquet({"body": ["a"], "title": ["b"]})
+    result = invoke(str(src))
+    assert result.exit_code == 2
+    assert "no column 'text'" in result.output and "body, title" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_missing_id_column(write_parquet) -> None:
+    result = invoke(str(write_parquet({"text": ["a"]})), "--id-column", "doc_id")
+    assert result.exit_code == 2 and "no column 'doc_id'" in result.output
+
+
+def test_missing_text_field_in_jsonl(write_jsonl) -> None:
+    result = invoke(str(write_jsonl(['{"body": "x"}'])))
+    assert result.exit_code == 2 and "no field 'text'" in result.output and "body" in result.output
+
+
+def test_missing_file_and_unknown_format(tmp_path: Path) -> None:
+    result = invoke(str(tmp_path / "nope.parquet"))
+    assert result.exit_code == 2 and "input not found" in result.output
+    csv = tmp_path / "data.csv"
+    csv.write_text("text\nhello\n")
+    result = invoke(str(csv))
+    assert result.exit_code == 2 and "unknown input format" in result.output
+
+
+def test_malformed_jsonl_line_fails_with_line_number(write_jsonl, tmp_path: Path) -> None:
+    lines = [json.dumps({"text": f"doc {i}"}) for i in range(5)]
+    lines.insert(3, '{"text": "broken')
+    src = write_jsonl(lines)
+    result = invoke(str(src))
+    assert result.exit_code == 1
+    assert f"{src}:4: malformed JSONL line" in result.output
+    assert "--on-error skip" in result.output
+    assert not (tmp_path / "corpus.embeddings.parquet").exists()
+
+
+def test_malformed_jsonl_line_skipped_on_request(write_jsonl, tmp_path: Path) -> None:
+    lines = [json.dumps({"text": f"doc {i}"}) for i in range(5)]
+    lines.insert(2, "not json at all")
+    lines.insert(4, b'{"text": "caf\xe9"}')
+    src = write_jsonl(lines)
+    result = invoke(str(src), "--on-error", "skip")
+    assert result.exit_code == 4, result.output
+    texts = pq.read_table(tmp_path / "corpus.embeddings.parquet").column("text").to_pylist()
+    assert texts == [f"doc {i}" for i in range(5)]
+    listed = [json.loads(x) for x in
+              (tmp_path / "corpus.embeddings.skipped.jsonl").read_text().splitlines()]
+    assert [x["line"] for x in listed] == [3, 5]
+    assert "not UTF-8" in listed[1]["reason"]
+
+
+def test_corrupt_parquet(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(b"PAR1 this is not really parquet")
+    result = invoke(str(bad))
+    assert result.exit_code == 1
+    assert "not a readable Parquet file" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_missing_model_folder(write_parquet, tmp_path: Path) -> None:
+    result = invoke(str(write_parquet({"text": ["a"]})), "--model", str(tmp_path / "nomodel/"))
+    assert result.exit_code == 1
+    assert "not found" in result.output
+
+
+def test_model_folder_without_onnx(write_parquet, tmp_path: Path) -> None:
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "tokenizer.json").write_text("{}")
+    result = invoke(str(write_parquet({"text": ["a"]})), "--model", str(folder))
+    assert result.exit_code == 1 and "no ONNX file" in result.output
+
+
+def test_bad_option_values(write_parquet) -> None:
+    src = str(write_parquet({"text": ["a"]}))
+    result = invoke(src, "--dtype", "int4")
+    assert result.exit_code == 2 and "--dtype" in result.output
+    result = invoke(src, "--device", "tpu")
+    assert result.exit_code == 2 and "--device" in result.output
+    result = invoke(src, "--batch-size", "0")
+    assert result.exit_code == 2 and "--batch-size" in result.output
+
+
+def test_explicit_unavailable_device_exits_2(write_parquet) -> None:
+    result = invoke(str(write_parquet({"text": ["a"]})), "--device", "cuda")
+    assert result.exit_code == 2
+    assert "not available" in result.output and "onnxruntime" in result.output
+
+
+def test_limit_dimensions_float16_no_text(write_parquet, tmp_path: Path) -> None:
+    src = write_parquet({"text": TEXTS})
+    s = embedgen.embed_corpus(src, tmp_path / "o.parquet", quiet=True, limit=3, dimensions=64,
+                              dtype="float16", no_text=True)
+    t = pq.read_table(tmp_path / "o.parquet")
+    assert s.documents == 3 and t.num_rows == 3
+    assert "text" not in t.column_names
+    assert t.schema.field("embedding").type.list_size == 64
+    assert str(t.schema.field("embedding").type.value_type) == "halffloat"
+    v = np.array(t.column("embedding").to_pylist(), dtype=np.float32)
+    assert np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=2e-3)
+
+
+def test_matryoshka_truncation_is_renormalised_prefix(write_parquet, tmp_path: Path) -> None:
+    src = write_parquet({"text": TEXTS})
+    embedgen.embed_corpus(src, tmp_path / "full.parquet", quiet=True)
+    embedgen.embed_corpus(src, tmp_path / "cut.parquet", quiet=True, dimensions=32)
+    full = np.array(pq.read_table(tmp_path / "full.parquet").column("embedding").to_pylist())
+    cut = np.array(pq.read_table(tmp_path / "cut.parquet").column("embedding").to_pylist())
+    expect = full[:, :32] / np.linalg.norm(full[:, :32], axis=1, keepdims=True)
+    assert np.allclose(cut, expect, atol=1e-5)
+
+
+def test_batching_does_not_change_vectors_or_order(write_parquet, tmp_path: Path) -> None:
+    texts = [("word " * (i % 37 + 1)).strip() + f" {i}" for i in range(150)]
+    src = write_parquet({"text": texts})
+    embedgen.embed_corpus(src, tmp_path / "a.parquet", quiet=True, batch_size=1)
+    embedgen.embed_corpus(src, tmp_path / "b.parquet", quiet=True, batch_size=64,
+                          sort_window=50)
+    a = pq.read_table(tmp_path / "a.parquet")
+    b = pq.read_table(tmp_path / "b.parquet")
+    assert a.column("text").to_pylist() == texts == b.column("text").to_pylist()
+    va, vb = (np.array(t.column("embedding").to_pylist()) for t in (a, b))
+    assert np.min(np.sum(va * vb, axis=1)) > 0.9999
+
+
+def test_output_in_unwritable_place_is_a_clear_error(write_parquet, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = invoke(str(write_parquet({"text": ["a"]})), "-o", str(blocker / "out.parquet"))
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+
+
+def test_summary_is_printed(write_parquet) -> None:
+    result = runner.invoke(app, ["run", str(write_parquet({"text": TEXTS}))])
+    assert result.exit_code == 0, result.output
+    for word in ("documents: 4", "chunks:", "tokens:", "skipped:", "seconds:", "output:"):
+        assert word in result.output
+
+
+@pytest.mark.parametrize("bad", ["12", "[1,2]", "null"])
+def test_jsonl_non_object_lines(write_jsonl, bad: str) -> None:
+    result = invoke(str(write_jsonl(['{"text": "ok"}', bad])))
+    assert result.exit_code == 1 and ":2: malformed JSONL line" in result.output
