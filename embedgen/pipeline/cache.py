@@ -481,7 +481,8 @@ class VectorCache:
         if matrix.ndim != 2 or matrix.shape != (len(keys), info.dim):
             raise ValueError(f"expected vectors of shape ({len(keys)}, {info.dim}), "
                              f"got {matrix.shape}")  # fmt: skip
-        matrix = np.ascontiguousarray(matrix, dtype=DTYPES[info.dtype])
+        with np.errstate(over="ignore"):  # a float16 overflow becomes inf: not stored
+            matrix = np.ascontiguousarray(matrix, dtype=DTYPES[info.dtype])
         finite = np.isfinite(matrix).all(axis=1)
         items = sorted((k, matrix[i].tobytes()) for i, k in enumerate(keys) if finite[i])
         models_db, vectors_db = self._shared.models, self._shared.vectors
