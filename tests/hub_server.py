@@ -175,8 +175,11 @@ class _Handler(BaseHTTPRequestHandler):
             items[name] = {
                 "size": len(data),
                 "blobId": git_blob_sha1(data),
-                "lfs": {"size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
-                        "pointerSize": 134},
+                "lfs": {
+                    "size": len(data),
+                    "sha256": hashlib.sha256(data).hexdigest(),
+                    "pointerSize": 134,
+                },
             }
         return items
 
@@ -213,8 +216,15 @@ class _Handler(BaseHTTPRequestHandler):
         repo, _rev, _ = found
         siblings = [{"rfilename": p, **e} for p, e in self._listing(repo).items()]
         self._json(
-            {"id": repo.repo_id, "modelId": repo.repo_id, "sha": repo.commit, "private": False,
-             "siblings": siblings, "tags": ["onnx"], "library_name": "sentence-transformers"}
+            {
+                "id": repo.repo_id,
+                "modelId": repo.repo_id,
+                "sha": repo.commit,
+                "private": False,
+                "siblings": siblings,
+                "tags": ["onnx"],
+                "library_name": "sentence-transformers",
+            }
         )
 
     def _tree(self, parts: list[str], query: dict[str, list[str]]) -> None:
@@ -237,8 +247,11 @@ class _Handler(BaseHTTPRequestHandler):
                 continue
             item = {"type": "file", "oid": entry["blobId"], "size": entry["size"], "path": path}
             if "lfs" in entry:
-                item["lfs"] = {"oid": entry["lfs"]["sha256"], "size": entry["size"],
-                               "pointerSize": 134}
+                item["lfs"] = {
+                    "oid": entry["lfs"]["sha256"],
+                    "size": entry["size"],
+                    "pointerSize": 134,
+                }
             out.append(item)
         self._json(out)
 
@@ -254,13 +267,19 @@ class _Handler(BaseHTTPRequestHandler):
             entry = repo.entry(path)
         elif path in state.extra_names:
             data = state.extra_names[path]
-            entry = {"size": len(data), "blobId": git_blob_sha1(data),
-                     "lfs": {"sha256": hashlib.sha256(data).hexdigest()}}
+            entry = {
+                "size": len(data),
+                "blobId": git_blob_sha1(data),
+                "lfs": {"sha256": hashlib.sha256(data).hexdigest()},
+            }
         else:
             self._error(404, "EntryNotFound", f"{path} does not exist", commit=repo.commit)
             return
-        headers = {"X-Repo-Commit": repo.commit, "Accept-Ranges": "bytes",
-                   "Content-Type": "application/octet-stream"}
+        headers = {
+            "X-Repo-Commit": repo.commit,
+            "Accept-Ranges": "bytes",
+            "Content-Type": "application/octet-stream",
+        }
         if "lfs" in entry:
             headers["ETag"] = f'"{entry["lfs"]["sha256"]}"'
             headers["X-Linked-Etag"] = f'"{entry["lfs"]["sha256"]}"'
@@ -275,7 +294,7 @@ class _Handler(BaseHTTPRequestHandler):
         status = 200
         rng = self.headers.get("Range")
         if rng and rng.startswith("bytes="):
-            start_s, _, end_s = rng[len("bytes="):].partition("-")
+            start_s, _, end_s = rng[len("bytes=") :].partition("-")
             start = int(start_s or 0)
             end = int(end_s) if end_s else len(body) - 1
             if start >= len(body):
@@ -286,3 +305,233 @@ class _Handler(BaseHTTPRequestHandler):
             status = 206
         headers["Content-Length"] = str(len(body))
         self._send(status, body, headers)
+
+
+# -- model folders to serve ------------------------------------------------------------
+
+STANDIN_TEXT = [
+    "BGE M3 is an embedding model supporting dense retrieval, lexical matching and "
+    "multi-vector interaction.",
+    "The quick brown fox jumps over the lazy dog near the river bank.",
+    "Embeddings turn text into vectors; similar texts get similar vectors.",
+    "Der schnelle braune Fuchs springt über den faulen Hund.",
+    "Le renard brun rapide saute par-dessus le chien paresseux.",
+    "A model folder holds an ONNX graph, its weights and a tokenizer.",
+] * 4
+
+
+def build_tokenizer(folder: Path, vocab_size: int = 160) -> int:
+    """An XLM-R-like Unigram tokenizer (<s>=0 <pad>=1 </s>=2 <unk>=3); returns its vocab size."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from tokenizers.trainers import UnigramTrainer
+
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    trainer = UnigramTrainer(
+        vocab_size=vocab_size, special_tokens=["<s>", "<pad>", "</s>", "<unk>"], unk_token="<unk>"
+    )
+    tok.train_from_iterator(STANDIN_TEXT, trainer=trainer)
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>",
+        pair="<s> $A </s> </s> $B </s>",
+        special_tokens=[("<s>", 0), ("</s>", 2)],
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    tok.save(str(folder / "tokenizer.json"))
+    (folder / "special_tokens_map.json").write_text(
+        json.dumps(
+            {
+                "bos_token": "<s>",
+                "cls_token": "<s>",
+                "eos_token": "</s>",
+                "pad_token": "<pad>",
+                "sep_token": "</s>",
+                "unk_token": "<unk>",
+                "mask_token": "<mask>",
+            }
+        )
+    )
+    (folder / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 8192}))
+    return tok.get_vocab_size()
+
+
+def standin_weights(vocab: int, hidden: int, seed: int = 7) -> dict:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return {
+        "emb": rng.normal(0, 1, (vocab, hidden)).astype(np.float32),
+        "bias": rng.normal(0, 0.1, (hidden,)).astype(np.float32),
+        "sparse_w": rng.normal(0, 0.05, (hidden, 1)).astype(np.float32),
+        "sparse_b": np.array([0.01], dtype=np.float32),
+    }
+
+
+def build_onnx(
+    folder: Path,
+    weights: dict,
+    *,
+    sparse_output: bool = True,
+    external: bool = True,
+    name: str = "model.onnx",
+) -> Path:
+    """A tiny graph with bge-m3's input and output names, weights as external data.
+
+    ``last_hidden_state = tanh(emb[ids] + bias) * mask``; ``sentence_embedding`` is its
+    L2-normalised first token; ``sparse_weights = relu(h @ w + b)``. The bias lives in a
+    second external file (``Constant_7_attr__value``), as in the official export.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    from onnx.external_data_helper import set_external_data
+
+    vocab, hidden = weights["emb"].shape
+    inits = [
+        numpy_helper.from_array(weights["emb"], "emb"),
+        numpy_helper.from_array(weights["bias"], "bias"),
+        numpy_helper.from_array(weights["sparse_w"], "sparse_w"),
+        numpy_helper.from_array(weights["sparse_b"], "sparse_b"),
+        numpy_helper.from_array(__import__("numpy").array([-1], dtype="int64"), "axes"),
+        numpy_helper.from_array(__import__("numpy").array(0, dtype="int64"), "zero"),
+    ]
+    nodes = [
+        helper.make_node("Gather", ["emb", "input_ids"], ["g"]),
+        helper.make_node("Add", ["g", "bias"], ["a"]),
+        helper.make_node("Tanh", ["a"], ["h"]),
+        helper.make_node("Cast", ["attention_mask"], ["m"], to=TensorProto.FLOAT),
+        helper.make_node("Unsqueeze", ["m", "axes"], ["m3"]),
+        helper.make_node("Mul", ["h", "m3"], ["last_hidden_state"]),
+        helper.make_node("Gather", ["last_hidden_state", "zero"], ["cls"], axis=1),
+        helper.make_node("LpNormalization", ["cls"], ["sentence_embedding"], axis=-1, p=2),
+    ]
+    outputs = [
+        helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, ["b", "s", hidden]),
+        helper.make_tensor_value_info("sentence_embedding", TensorProto.FLOAT, ["b", hidden]),
+    ]
+    if sparse_output:
+        nodes += [
+            helper.make_node("MatMul", ["last_hidden_state", "sparse_w"], ["sw"]),
+            helper.make_node("Add", ["sw", "sparse_b"], ["sw2"]),
+            helper.make_node("Relu", ["sw2"], ["sparse_weights"]),
+        ]
+        outputs.append(
+            helper.make_tensor_value_info("sparse_weights", TensorProto.FLOAT, ["b", "s", 1])
+        )
+    graph = helper.make_graph(
+        nodes,
+        "bge_m3_standin",
+        [
+            helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["b", "s"]),
+            helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["b", "s"]),
+        ],
+        outputs,
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    if external:
+        for t in model.graph.initializer:
+            if t.name in ("emb", "sparse_w"):
+                set_external_data(t, location=name + "_data")
+            elif t.name == "bias":
+                set_external_data(t, location="Constant_7_attr__value")
+        onnx.save_model(model, str(path))
+    else:
+        onnx.save_model(model, str(path))
+    return path
+
+
+def write_torch_linear(path: Path, weight, bias) -> None:
+    """Write a ``torch.save(linear.state_dict())`` zip archive without torch.
+
+    The pickle names ``torch._utils._rebuild_tensor_v2`` and ``torch.FloatStorage`` and
+    stores the raw float32 bytes in ``archive/data/<key>``, byte for byte as torch does.
+    """
+    import collections
+    import io
+    import pickle
+    import sys
+    import types
+    import zipfile
+
+    import numpy as np
+
+    torch_mod = types.ModuleType("torch")
+    utils_mod = types.ModuleType("torch._utils")
+
+    class FloatStorage:
+        pass
+
+    FloatStorage.__module__, FloatStorage.__qualname__ = "torch", "FloatStorage"
+
+    def _rebuild_tensor_v2(*args):  # never called: only referenced by name in the pickle
+        raise AssertionError
+
+    _rebuild_tensor_v2.__module__ = "torch._utils"
+    _rebuild_tensor_v2.__qualname__ = "_rebuild_tensor_v2"
+    torch_mod.FloatStorage = FloatStorage  # type: ignore[attr-defined]
+    utils_mod._rebuild_tensor_v2 = _rebuild_tensor_v2  # type: ignore[attr-defined]
+
+    class Storage:
+        def __init__(self, key: str, arr) -> None:
+            self.key, self.arr = key, arr
+
+    class Tensor:
+        def __init__(self, storage: Storage, shape: tuple) -> None:
+            self.storage, self.shape = storage, shape
+
+        def __reduce__(self):
+            stride = tuple(int(np.prod(self.shape[i + 1 :])) for i in range(len(self.shape)))
+            return (
+                _rebuild_tensor_v2,
+                (self.storage, 0, self.shape, stride, False, collections.OrderedDict()),
+            )
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, obj):
+            if isinstance(obj, Storage):
+                return ("storage", FloatStorage, obj.key, "cpu", obj.arr.size)
+            return None
+
+    w = np.ascontiguousarray(weight, dtype="<f4")
+    b = np.ascontiguousarray(bias, dtype="<f4")
+    state = collections.OrderedDict(
+        weight=Tensor(Storage("0", w), w.shape), bias=Tensor(Storage("1", b), b.shape)
+    )
+    saved = {k: sys.modules.get(k) for k in ("torch", "torch._utils")}
+    sys.modules["torch"], sys.modules["torch._utils"] = torch_mod, utils_mod
+    try:
+        buf = io.BytesIO()
+        Pickler(buf, protocol=2).dump(state)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                sys.modules.pop(k, None)
+            else:
+                sys.modules[k] = v
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", buf.getvalue())
+        z.writestr("archive/byteorder", "little")
+        z.writestr("archive/data/0", w.tobytes())
+        z.writestr("archive/data/1", b.tobytes())
+        z.writestr("archive/version", "3\n")
+
+
+def bge_m3_repo(root: Path, *, hidden: int = 1024, sparse_output: bool = False) -> HubRepo:
+    """A stand-in for BAAI/bge-m3: ``onnx/`` as in the official export, plus sparse_linear.pt."""
+    onnx_dir = root / "onnx"
+    vocab = build_tokenizer(onnx_dir)
+    weights = standin_weights(vocab, hidden)
+    build_onnx(onnx_dir, weights, sparse_output=sparse_output)
+    (onnx_dir / "config.json").write_text(
+        json.dumps({"model_type": "xlm-roberta", "hidden_size": hidden})
+    )
+    write_torch_linear(root / "sparse_linear.pt", weights["sparse_w"].T, weights["sparse_b"])
+    (root / "README.md").write_text("stand-in for BAAI/bge-m3\n")
+    (root / "pytorch_model.bin").write_bytes(b"not fetched" * 200)
+    return HubRepo.from_folder("BAAI/bge-m3", root)

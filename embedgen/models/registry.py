@@ -103,7 +103,9 @@ def load_registry(path: Path = REGISTRY_PATH) -> dict[str, RegistryEntry]:
     try:
         data = json.loads(path.read_text("utf-8"))
     except (OSError, ValueError) as exc:
-        raise ModelError(f"model registry {path} is unreadable ({exc}); reinstall embedgen") from None
+        raise ModelError(
+            f"model registry {path} is unreadable ({exc}); reinstall embedgen"
+        ) from None
     entries = [RegistryEntry.from_dict(item) for item in data.get("models", [])]
     return {e.name.lower(): e for e in entries}
 

@@ -1,0 +1,169 @@
+"""``embedgen download`` and ``embedgen models``: thin shells over :mod:`embedgen.models`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{n} B"
+
+
+def download(
+    model: str = typer.Argument(
+        ..., help="A known model name (see `embedgen models`) or ORG/REPO."
+    ),
+    revision: str = typer.Option(None, "--revision", help="Branch, tag or commit (default: main)."),
+    variant: str = typer.Option(
+        None, "--variant", help="A listed variant, e.g. qint8_avx512_vnni."
+    ),
+    models_dir: Path = typer.Option(
+        None, "--models-dir", help="Where models live (default: EMBEDGEN_MODELS_DIR or user data)."
+    ),
+    force: bool = typer.Option(False, "--force", help="Fetch again even if present and verified."),
+    name: str = typer.Option(None, "--name", help="Folder name under the models dir."),
+    onnx_file: str = typer.Option(None, "--onnx-file", help="ONNX file in the repo (ORG/REPO)."),
+    pooling: str = typer.Option(None, "--pooling", help="mean | cls | model (default: from repo)."),
+    dim: int = typer.Option(None, "--dim", help="Expected vector size (checked)."),
+    max_tokens: int = typer.Option(None, "--max-tokens", help="Most tokens per input."),
+    query_prefix: str = typer.Option(None, "--query-prefix", help="Text put before queries."),
+    document_prefix: str = typer.Option(None, "--document-prefix", help="Text before documents."),
+) -> None:
+    """Fetch an ONNX model from the Hugging Face Hub (HF_ENDPOINT, HF_TOKEN honoured)."""
+    from embedgen.cli.output import warn
+    from embedgen.models.download import download_model
+
+    result = download_model(
+        model,
+        models_dir=models_dir,
+        force=force,
+        revision=revision,
+        variant=variant,
+        name=name,
+        onnx_file=onnx_file,
+        pooling=pooling,
+        dim=dim,
+        max_tokens=max_tokens,
+        query_prefix=query_prefix,
+        document_prefix=document_prefix,
+    )
+    for note in result.notes:
+        warn(note)
+    m = result.manifest
+    where = f"{m.repo}@{(m.revision or '')[:12]}"
+    facts = f"{m.dim}-d, {m.max_tokens} tokens, pooling {m.pooling}" + (
+        ", sparse head" if m.sparse else ""
+    )
+    if result.fetched:
+        typer.echo(f"{m.name}: downloaded {_size(result.size)} from {where} into {result.folder}")
+        typer.echo(f"{m.name}: loaded and embedded a test sentence: {facts}")
+    else:
+        typer.echo(
+            f"{m.name}: already in {result.folder} and verified ({_size(result.size)}, {facts})"
+        )
+
+
+def _is_downloaded(folder: Path) -> bool:
+    from embedgen.models.manifest import read_manifest
+
+    try:
+        manifest = read_manifest(folder)
+    except Exception:  # an unreadable manifest is "not downloaded" in a listing
+        return False
+    return (
+        manifest is not None
+        and bool(manifest.files)
+        and all(
+            (folder / f.path).is_file() and (folder / f.path).stat().st_size == f.size
+            for f in manifest.files
+        )
+    )
+
+
+def list_models(models_dir: Path | None = None) -> list[dict[str, Any]]:
+    """Known and downloaded models as plain rows (what ``embedgen models --json`` prints)."""
+    from embedgen.models.local import models_dir as default_models_dir
+    from embedgen.models.manifest import read_manifest
+    from embedgen.models.registry import load_registry
+
+    root = (models_dir or default_models_dir()).expanduser()
+    rows = []
+    for e in load_registry().values():
+        rows.append(
+            {
+                "name": e.name,
+                "repo": e.repo,
+                "dim": e.dim,
+                "max_tokens": e.max_tokens,
+                "size_bytes": e.size_bytes,
+                "licence": e.licence,
+                "variants": sorted(e.variants),
+                "downloaded": _is_downloaded(root / e.name),
+            }
+        )
+    known = {r["name"] for r in rows}
+    if root.is_dir():
+        for folder in sorted(
+            p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+        ):
+            if folder.name in known:
+                continue
+            try:
+                m = read_manifest(folder)
+            except Exception:  # skip unreadable folders in a listing
+                continue
+            if m is None:
+                continue
+            rows.append(
+                {
+                    "name": folder.name,
+                    "repo": m.repo,
+                    "dim": m.dim,
+                    "max_tokens": m.max_tokens,
+                    "size_bytes": sum(f.size for f in m.files),
+                    "licence": m.licence,
+                    "variants": [],
+                    "downloaded": _is_downloaded(folder),
+                }
+            )
+    return rows
+
+
+def models(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    models_dir: Path = typer.Option(None, "--models-dir", help="Where models live."),
+) -> None:
+    """List known models with dim, max tokens, size and whether each is downloaded."""
+    rows = list_models(models_dir)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("name", "repo", "dim", "max tokens", "size", "downloaded", "licence")
+    for r in rows:
+        table.add_row(
+            r["name"],
+            r["repo"] or "",
+            str(r["dim"] or "?"),
+            str(r["max_tokens"] or "?"),
+            _size(r["size_bytes"]) if r["size_bytes"] else "?",
+            "[green]yes[/]" if r["downloaded"] else "no",
+            r["licence"] or "",
+        )
+    Console(highlight=False).print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("download")(download)
+    app.command("models")(models)

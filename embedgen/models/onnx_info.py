@@ -1,0 +1,98 @@
+"""Facts about a downloaded ONNX model: its output names, and a one-sentence smoke test.
+
+:func:`graph_outputs` reads the output names straight from the protobuf (skipping
+the weights), so no onnxruntime session is built just to look. :func:`smoke_test`
+loads the model once with the ONNX provider and embeds a sentence.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+from embedgen.errors import ModelError
+
+if TYPE_CHECKING:
+    from embedgen.models.local import ModelSpec
+
+SMOKE_SENTENCE = "embedgen checks that this model loads and embeds a sentence."
+_MODEL_GRAPH = 7  # ModelProto.graph
+_GRAPH_OUTPUT = 12  # GraphProto.output
+_VALUE_INFO_NAME = 1  # ValueInfoProto.name
+
+
+def _varint(f: BinaryIO) -> int | None:
+    shift = result = 0
+    for _ in range(10):
+        b = f.read(1)
+        if not b:
+            return None
+        result |= (b[0] & 0x7F) << shift
+        if not b[0] & 0x80:
+            return result
+        shift += 7
+    raise ValueError("bad varint")
+
+
+def _fields(f: BinaryIO, end: int) -> list[tuple[int, int, int]]:
+    """(field number, start offset, length) of the length-delimited fields up to ``end``."""
+    out = []
+    while f.tell() < end:
+        key = _varint(f)
+        if key is None:
+            break
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            _varint(f)
+        elif wire == 1:
+            f.seek(8, 1)
+        elif wire == 5:
+            f.seek(4, 1)
+        elif wire == 2:
+            length = _varint(f)
+            if length is None:
+                raise ValueError("truncated field")
+            out.append((number, f.tell(), length))
+            f.seek(length, 1)
+        else:
+            raise ValueError(f"unsupported wire type {wire}")
+    return out
+
+
+def graph_outputs(path: Path) -> list[str]:
+    """Names of the graph's outputs, read from the ONNX protobuf without loading weights."""
+    try:
+        with path.open("rb") as f:
+            size = f.seek(0, 2)
+            f.seek(0)
+            names = []
+            for number, start, length in _fields(f, size):
+                if number != _MODEL_GRAPH:
+                    continue
+                f.seek(start)
+                for gnum, gstart, glen in _fields(f, start + length):
+                    if gnum != _GRAPH_OUTPUT:
+                        continue
+                    f.seek(gstart)
+                    for vnum, vstart, vlen in _fields(f, gstart + glen):
+                        if vnum == _VALUE_INFO_NAME:
+                            f.seek(vstart)
+                            names.append(f.read(vlen).decode("utf-8"))
+                    f.seek(gstart + glen)
+            return names
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{path}: not a readable ONNX file ({exc})") from None
+
+
+def smoke_test(spec: ModelSpec) -> int:
+    """Load the model once with the ONNX provider, embed a sentence, return its dimension."""
+    import numpy as np
+
+    from embedgen.config import OnnxConfig
+    from embedgen.providers.onnx import OnnxProvider
+
+    provider = OnnxProvider(spec, OnnxConfig(device="cpu", warmup_batches=0))
+    vecs = provider.embed_texts([SMOKE_SENTENCE])
+    if vecs.ndim != 2 or vecs.shape[0] != 1 or not np.isfinite(vecs).all() or not vecs.any():
+        raise ModelError(f"{spec.name}: the test sentence gave no usable vector")
+    return int(vecs.shape[1])
