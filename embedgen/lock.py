@@ -147,7 +147,11 @@ def _take_over_if_stale(path: Path, output: Path, info: LockInfo) -> int | None:
         elif locked is None and _pid_alive(holder.pid):
             # No OS locks on this filesystem: the PID is all we can go by.
             raise _held(path, output, holder)
-        who = "an unreadable lock" if holder is None else f"PID {holder.pid}, started {holder.started}"
+        who = (
+            "an unreadable lock"
+            if holder is None
+            else f"PID {holder.pid}, started {holder.started}"
+        )
         reused = holder is not None and _pid_alive(holder.pid) and holder.pid != os.getpid()
         note = " (that PID now belongs to another process)" if reused else ""
         msg = f"taking over the stale lock {path} left by a run that ended ({who}){note}"
