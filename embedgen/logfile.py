@@ -53,7 +53,9 @@ class PlainFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
-        return datetime.fromtimestamp(record.created).astimezone().isoformat(timespec="milliseconds")
+        return (
+            datetime.fromtimestamp(record.created).astimezone().isoformat(timespec="milliseconds")
+        )
 
     def format(self, record: logging.LogRecord) -> str:
         return strip_ansi(super().format(record))
