@@ -1,0 +1,384 @@
+"""Loopback servers speaking the hosted embedding APIs, with switches to inject faults.
+
+One :class:`ApiServer` speaks one protocol:
+
+- ``openai``: ``POST /v1/embeddings`` (also what Mistral and compatible servers speak),
+  ``Authorization: Bearer``; ``dimensions`` sets the vector size.
+- ``azure``: ``POST /openai/deployments/{deployment}/embeddings?api-version=...``,
+  ``api-key`` header.
+- ``voyage``: ``POST /v1/embeddings`` with ``input_type`` and ``output_dimension``.
+- ``cohere``: ``POST /v2/embed`` answering ``embeddings.float``.
+
+Vectors are deterministic (:func:`vector_for`: a hash of model and text seeds them),
+tokens are counted with the tokenizer the client uses. Faults: ``faults`` is a queue
+consumed one per request; ``fault_rate`` draws from ``random_faults`` with a seeded
+RNG; ``down`` answers every request with 503 (or a reset); ``rpm``/``tpm`` make a
+limiter that answers 429 past them. Every request is recorded.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import json
+import random
+import socket
+import struct
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import numpy as np
+
+FAULTS = (
+    "429",
+    "429-date",
+    "429-ms",
+    "408",
+    "500",
+    "503",
+    "slow",
+    "drop",
+    "reset",
+    "malformed",
+    "count",
+    "dim",
+    "nan",
+    "401",
+    "400",
+)
+
+
+def vector_for(text: str, dim: int, model: str) -> np.ndarray:
+    """The unit vector every server returns for ``text`` under ``model``."""
+    seed = int.from_bytes(hashlib.blake2b(f"{model}\0{text}".encode(), digest_size=8).digest())
+    v = np.random.default_rng(seed).standard_normal(dim).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+def words(text: str) -> int:
+    return max(1, len(text.split()))
+
+
+@dataclass
+class Record:
+    path: str
+    texts: list[str]
+    status: int
+    fault: str | None
+    headers: dict[str, str]
+    at: float
+
+
+@dataclass
+class ServerState:
+    protocol: str
+    key: str | None
+    dim: int
+    model: str
+    count_tokens: Callable[[str], int]
+    deployment: str = "emb"
+    faults: deque[str] = field(default_factory=deque)
+    fault_rate: float = 0.0
+    random_faults: tuple[str, ...] = ("429", "500", "reset")
+    seed: int = 0
+    down: str | None = None
+    """None, "503" or "reset": answer every request this way."""
+    slow_seconds: float = 1.0
+    retry_after: str = "0"
+    rate_headers: bool = False
+    rpm: float | None = None
+    tpm: float | None = None
+    burst_seconds: float = 1.0
+    records: list[Record] = field(default_factory=list)
+    attempts: Counter[str] = field(default_factory=Counter)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+        self._levels = {"requests": 0.0, "tokens": 0.0}
+        self._stamp = time.monotonic()
+        self._started = False
+
+    def next_fault(self) -> str | None:
+        with self.lock:
+            if self.faults:
+                return self.faults.popleft()
+            if self.fault_rate and self.rng.random() < self.fault_rate:
+                return self.rng.choice(self.random_faults)
+        return None
+
+    def limit(self, tokens: int) -> tuple[bool, dict[str, str]]:
+        """A token-bucket limiter over requests and tokens: (allowed, headers)."""
+        with self.lock:
+            now = time.monotonic()
+            caps = {
+                "requests": (self.rpm / 60.0) if self.rpm else None,
+                "tokens": (self.tpm / 60.0) if self.tpm else None,
+            }
+            if not self._started:
+                for k, rate in caps.items():
+                    if rate:
+                        self._levels[k] = rate * self.burst_seconds
+                self._started = True
+            dt, self._stamp = now - self._stamp, now
+            for k, rate in caps.items():
+                if rate:
+                    self._levels[k] = min(rate * self.burst_seconds, self._levels[k] + dt * rate)
+            need = {"requests": 1.0, "tokens": float(tokens)}
+            ok = all(
+                rate is None or self._levels[k] >= min(need[k], rate * self.burst_seconds)
+                for k, rate in caps.items()
+            )
+            if ok:
+                for k, rate in caps.items():
+                    if rate:
+                        self._levels[k] -= need[k]
+            headers: dict[str, str] = {}
+            waits = [0.0]
+            for k, rate in caps.items():
+                if not rate:
+                    continue
+                missing = max(0.0, min(need[k], rate * self.burst_seconds) - self._levels[k])
+                waits.append(missing / rate)
+                if self.rate_headers:
+                    limit = self.rpm if k == "requests" else self.tpm
+                    headers[f"x-ratelimit-limit-{k}"] = str(int(limit or 0))
+                    headers[f"x-ratelimit-remaining-{k}"] = str(max(0, int(self._levels[k])))
+                    full = (rate * self.burst_seconds - self._levels[k]) / rate
+                    headers[f"x-ratelimit-reset-{k}"] = f"{max(0, int(full * 1000))}ms"
+            if not ok:
+                headers["retry-after-ms"] = str(int(max(waits) * 1000) + 1)
+            return ok, headers
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
+
+    def _reply(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(body)
+        except OSError:
+            self.close_connection = True
+
+    def _json(self, status: int, data: Any, headers: dict[str, str] | None = None) -> None:
+        self._reply(status, json.dumps(data).encode(), headers)
+
+    def _reset(self) -> None:
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.close_connection = True
+        self.connection.close()
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server naming
+        st = self.server.state
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length)
+        url = urlparse(self.path)
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return self._json(400, {"error": {"message": "body is not JSON"}})
+        texts, err = self._texts(url.path, parse_qs(url.query), body)
+        record = Record(url.path, texts, 0, None, dict(self.headers.items()), time.monotonic())
+        with st.lock:
+            st.records.append(record)
+            st.attempts[hashlib.sha1("\0".join(texts).encode()).hexdigest()] += 1
+        if err is not None:
+            record.status = err[0]
+            return self._json(err[0], {"error": {"message": err[1]}})
+        provided = self._key()
+        if st.key is not None and provided != st.key:
+            record.status = 401
+            return self._json(
+                401, {"error": {"message": f"Incorrect API key provided: {provided}."}}
+            )
+        if st.down == "reset":
+            record.fault = "down"
+            return self._reset()
+        if st.down:
+            record.status, record.fault = 503, "down"
+            return self._json(503, {"error": {"message": "service unavailable"}})
+        tokens = sum(st.count_tokens(t) for t in texts)
+        limit_headers: dict[str, str] = {}
+        if st.rpm or st.tpm:
+            ok, limit_headers = st.limit(tokens)
+            if not ok:
+                record.status, record.fault = 429, "limit"
+                return self._json(429, {"error": {"message": "Rate limit reached"}}, limit_headers)
+        fault = st.next_fault()
+        record.fault = fault
+        dim = int(body.get("dimensions") or body.get("output_dimension") or st.dim)
+        if fault is not None:
+            done = self._fault(fault, record)
+            if done:
+                return None
+        vecs = [vector_for(t, dim, st.model).tolist() for t in texts]
+        if fault == "count":
+            vecs = vecs[:-1]
+        elif fault == "dim":
+            vecs = [v[:-1] for v in vecs]
+        elif fault == "nan":
+            vecs[0][0] = float("nan")
+        record.status = 200
+        if fault == "malformed":
+            return self._reply(200, b'{"data": [{"index": 0, "embedding": [0.1, ', limit_headers)
+        self._json(200, self._answer(vecs, texts, tokens), limit_headers)
+
+    def _fault(self, fault: str, record: Record) -> bool:
+        """Act out a fault; True when the reply has been sent (or the line dropped)."""
+        st = self.server.state
+        if fault.startswith("429"):
+            record.status = 429
+            if fault == "429-date":
+                ra = {"Retry-After": email.utils.formatdate(time.time() + 2, usegmt=True)}
+            elif fault == "429-ms":
+                ra = {"retry-after-ms": "30"}
+            else:
+                ra = {"Retry-After": st.retry_after}
+            self._json(429, {"error": {"message": "Too many requests"}}, ra)
+            return True
+        if fault in ("408", "500", "503", "400"):
+            record.status = int(fault)
+            msg = "input is invalid: bad request" if fault == "400" else "server error"
+            self._json(int(fault), {"error": {"message": msg}})
+            return True
+        if fault == "401":
+            record.status = 401
+            self._json(401, {"error": {"message": "Invalid authentication"}})
+            return True
+        if fault == "slow":
+            time.sleep(st.slow_seconds)
+            return False
+        if fault == "drop":
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return True
+        if fault == "reset":
+            self._reset()
+            return True
+        return False
+
+    def _key(self) -> str | None:
+        if self.server.state.protocol == "azure":
+            return self.headers.get("api-key")
+        auth = self.headers.get("Authorization") or ""
+        return auth[7:] if auth.startswith("Bearer ") else None
+
+    def _texts(
+        self, path: str, query: dict[str, list[str]], body: dict[str, Any]
+    ) -> tuple[list[str], tuple[int, str] | None]:
+        st = self.server.state
+        proto = st.protocol
+        if proto == "azure":
+            want = f"/openai/deployments/{st.deployment}/embeddings"
+            if path != want:
+                return [], (404, f"deployment not found: {path}")
+            if not query.get("api-version"):
+                return [], (400, "api-version is required")
+            texts = body.get("input")
+        elif proto == "cohere":
+            if path != "/v2/embed":
+                return [], (404, "not found")
+            if body.get("embedding_types") != ["float"] or not body.get("input_type"):
+                return [], (400, "embedding_types and input_type are required")
+            texts = body.get("texts")
+        else:
+            if path != "/v1/embeddings":
+                return [], (404, "not found")
+            if proto == "voyage" and body.get("input_type") not in (None, "document", "query"):
+                return [], (400, "bad input_type")
+            texts = body.get("input")
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            return [], (400, "input must be a list of strings")
+        return texts, None
+
+    def _answer(self, vecs: list[list[float]], texts: list[str], tokens: int) -> dict[str, Any]:
+        st = self.server.state
+        if st.protocol == "cohere":
+            return {
+                "id": "x",
+                "embeddings": {"float": vecs},
+                "texts": texts,
+                "meta": {"billed_units": {"input_tokens": tokens}},
+            }
+        data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vecs)]
+        data.reverse()  # clients must order by index
+        usage_key = "total_tokens" if st.protocol == "voyage" else "prompt_tokens"
+        return {"object": "list", "data": data, "model": st.model, "usage": {usage_key: tokens}}
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    state: ServerState
+
+
+class ApiServer:
+    """A loopback server for one protocol; use as a context manager."""
+
+    def __init__(
+        self,
+        protocol: str = "openai",
+        *,
+        key: str | None = "sk-test-0123456789abcdef",
+        dim: int = 8,
+        model: str = "text-embedding-3-small",
+        count_tokens: Callable[[str], int] | None = None,
+        **options: Any,
+    ) -> None:
+        if count_tokens is None:
+            count_tokens = _default_counter(protocol)
+        self.state = ServerState(protocol, key, dim, model, count_tokens, **options)
+        self._httpd = _Server(("127.0.0.1", 0), _Handler)
+        self._httpd.state = self.state
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def __enter__(self) -> ApiServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    # Helpers for tests -----------------------------------------------------------------
+    def fail_next(self, *faults: str) -> None:
+        with self.state.lock:
+            self.state.faults.extend(faults)
+
+    @property
+    def records(self) -> list[Record]:
+        with self.state.lock:
+            return list(self.state.records)
+
+    def ok_requests(self) -> int:
+        return sum(1 for r in self.records if r.status == 200 and r.fault is None)
+
+
+def _default_counter(protocol: str) -> Callable[[str], int]:
+    from embedgen.providers.api_tokenizers import api_tokenizer
+
+    tok = api_tokenizer(protocol, None)
+    return tok.count
