@@ -13,6 +13,7 @@ import platform
 import shutil
 import sys
 import tempfile
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,7 +23,12 @@ from embedgen.errors import EmbedgenError
 
 Status = Literal["pass", "warn", "fail"]
 MIN_FREE_BYTES = 1024**3
-ORT_DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-openvino")
+ORT_DISTRIBUTIONS = (
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "onnxruntime-directml",
+    "onnxruntime-openvino",
+)
 FLAVOUR_PROVIDER = {
     "onnxruntime-gpu": "CUDAExecutionProvider",
     "onnxruntime-directml": "DmlExecutionProvider",
@@ -64,7 +70,7 @@ def run_checks(opts: DoctorOptions) -> list[Check]:
     checks.append(check_default_model())
     checks += check_models(verify_hashes=opts.verify_hashes)
     checks.append(check_configured_model(cfg))
-    cache = opts.cache_dir or default_cache_dir(cfg, opts.environ)
+    cache = opts.cache_dir or default_cache_dir(cfg)
     checks.append(check_dir("cache dir", cache))
     checks.append(check_dir("output dir", opts.output_dir or Path.cwd()))
     checks += check_api_keys(cfg, opts.environ)
@@ -88,7 +94,9 @@ def ort_distributions(search_path: Sequence[str] | None = None) -> list[tuple[st
 
     found: dict[str, str] = {}
     paths = list(search_path) if search_path is not None else None
-    for dist in metadata.distributions(path=paths) if paths is not None else metadata.distributions():
+    for dist in (
+        metadata.distributions(path=paths) if paths is not None else metadata.distributions()
+    ):
         name = (dist.metadata["Name"] or "").lower().replace("_", "-")
         if name in ORT_DISTRIBUTIONS and name not in found:
             found[name] = dist.version
@@ -219,7 +227,9 @@ def run_tiny_session(providers: list[Any], *, sequential: bool = False) -> str:
     if sequential:
         so.enable_mem_pattern = False
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    sess = ort.InferenceSession(tiny_model_bytes(), sess_options=so, providers=providers)
+    with warnings.catch_warnings():  # "provider not available": the caller reports it
+        warnings.simplefilter("ignore")
+        sess = ort.InferenceSession(tiny_model_bytes(), sess_options=so, providers=providers)
     x = np.arange(4, dtype=np.float32).reshape(1, 4)
     (y,) = sess.run(None, {"x": x})
     if not np.array_equal(y, x + x):
@@ -302,16 +312,11 @@ def check_configured_model(cfg: Any) -> Check:
     return Check("configured model", "pass", f"{spec.name}: {spec.onnx_path}")
 
 
-def default_cache_dir(cfg: Any, environ: Mapping[str, str]) -> Path:
-    """``run.cache_dir``, else ``EMBEDGEN_CACHE_DIR``, else the user cache dir."""
-    if cfg.run.cache_dir:
-        return Path(cfg.run.cache_dir).expanduser()
-    env = environ.get("EMBEDGEN_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
+def default_cache_dir(cfg: Any) -> Path:
+    """The cache folder a run with ``cfg`` uses: ``run.cache_dir``, else the default."""
+    from embedgen.pipeline.cache import resolve_cache_dir
 
-    return Path(platformdirs.user_cache_dir("embedgen", appauthor=False))
+    return resolve_cache_dir(cfg.run.cache_dir)
 
 
 def check_dir(name: str, path: Path, min_free: int = MIN_FREE_BYTES) -> Check:
@@ -350,7 +355,9 @@ def check_api_keys(cfg: Any, environ: Mapping[str, str]) -> list[Check]:
     return check_env_vars(wanted, environ)
 
 
-def check_env_vars(wanted: Mapping[str, tuple[str, bool]], environ: Mapping[str, str]) -> list[Check]:
+def check_env_vars(
+    wanted: Mapping[str, tuple[str, bool]], environ: Mapping[str, str]
+) -> list[Check]:
     """``wanted`` maps provider name to (variable name, used by the run)."""
     out: list[Check] = []
     for provider, (var, used) in wanted.items():
@@ -360,7 +367,11 @@ def check_env_vars(wanted: Mapping[str, tuple[str, bool]], environ: Mapping[str,
         elif used:
             out.append(Check(name, "fail", f"{var} is not set (providers.{provider}.api_key_env)"))
         else:
-            out.append(Check(name, "warn", f"{var} is not set; provider {provider} is not in run.providers"))
+            out.append(
+                Check(
+                    name, "warn", f"{var} is not set; provider {provider} is not in run.providers"
+                )
+            )
     return out
 
 
