@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from embedgen.errors import ModelError, UsageError
-from embedgen.models.download import plan_for
+from embedgen.models.plan import plan_for
 from embedgen.models.registry import REGISTRY_PATH, RegistryEntry, load_registry, lookup
 
 EXPECTED = {
