@@ -534,7 +534,7 @@ def test_cli_clear(cli, cache_dir: Path) -> None:
     unknown = cli("clear", "--model", "nope", "--yes", "--cache-dir", str(cache_dir))
     assert unknown.exit_code == 2 and "no model 'nope'" in unknown.output
     result = cli("clear", "--model", "alpha", "--yes", "--cache-dir", str(cache_dir))
-    assert result.exit_code == 0 and "removed 30 vectors" in result.output
+    assert result.exit_code == 0 and "removed 30 vectors of alpha" in result.output
     result = cli("clear", "-y", "--cache-dir", str(cache_dir))
     assert result.exit_code == 0 and "removed 20 vectors" in result.output
     assert "empty" in cli("stats", "--cache-dir", str(cache_dir)).output
@@ -584,3 +584,37 @@ def test_cli_import_does_not_load_lmdb() -> None:
     code = "import sys, embedgen.cli.cache_cmd; print('lmdb' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.stdout.strip() == "False", done.stderr
+
+
+_KILLED_WRITER = textwrap.dedent(
+    """
+    import os, signal, sys
+    import numpy as np
+    from embedgen.pipeline.cache import VectorCache, cache_keys, fingerprint_id
+
+    fp = fingerprint_id("onnx|shared")
+    c = VectorCache.open(sys.argv[1])
+    c.register_model(fp, "onnx|shared", "shared", 16)
+    c.put_many(fp, cache_keys(fp, ["committed"]), np.ones((1, 16), np.float32))
+
+    def die_mid_write(txn):
+        for key in cache_keys(fp, [f"lost-{i}" for i in range(1000)]):
+            txn.put(key, np.ones(16, np.float32).tobytes(), db=c._shared.vectors)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    c._txn(die_mid_write, write=True)
+    """
+)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
+def test_a_writer_killed_mid_transaction_leaves_a_usable_cache(cache_dir: Path) -> None:
+    cmd = [sys.executable, "-c", _KILLED_WRITER, str(cache_dir)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert done.returncode == -9, done.stderr
+    fp = fingerprint_id("onnx|shared")
+    with _open(cache_dir) as c:  # the dead writer's lock and reader slot are recovered
+        assert c.get_many(fp, cache_keys(fp, ["committed"]))[0] is not None
+        assert c.get_many(fp, cache_keys(fp, ["lost-0"])) == [None]
+        assert c.put_many(fp, cache_keys(fp, ["next"]), _vectors(1)) == 1
+        assert c.stats()[0].entries == 2 and c.verify().bad == 0

@@ -169,7 +169,7 @@ def clear_cmd(
         typer.echo(f"no cache at {path}; nothing to clear")
         return
     with VectorCache.open(path) as cache:
-        what = "every cached vector"
+        what, names = "every cached vector", []
         if model is not None:
             names = sorted(
                 {f"{m.name} ({m.fingerprint_id.hex()[:12]})" for m in cache.match(model)}
@@ -181,4 +181,5 @@ def clear_cmd(
                                  "pass --yes")  # fmt: skip
             typer.confirm(f"Remove {what} from {path}?", abort=True)
         removed = cache.clear(model)
-    typer.echo(f"removed {removed:,} vectors ({what.removeprefix('the cached vectors of ')})")
+    of = " of " + ", ".join(names) if names else ""
+    typer.echo(f"removed {removed:,} vectors{of} from {path}")

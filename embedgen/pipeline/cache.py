@@ -150,7 +150,7 @@ def _mapped(exc: BaseException, path: Path) -> CacheError:
     # LMDB reports a short write (the disk filled up mid-write) as EIO.
     if (
         isinstance(exc, lmdb.DiskError)
-        or code in (errno.ENOSPC, errno.EDQUOT)
+        or code in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
         or (code == errno.EIO and _free_bytes(path) < _LOW_SPACE)
     ):
         return CacheError(
