@@ -73,7 +73,7 @@ def windows_text(
         args.append(f"-Config {_ps_quote(config)}")
     args.append(f"-At {_ps_quote(at)}")
     if days:
-        args.append("-Weekly -DaysOfWeek " + ",".join(days))
+        args.append("-Weekly -DaysOfWeek " + ",".join(_ps_quote(d) for d in days))
     else:
         args.append("-Daily")
     if venv:
