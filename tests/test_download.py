@@ -356,3 +356,22 @@ def test_downloaded_model_embeds_with_run(hub: HubServer, models: Path, tmp_path
     assert table.schema.field("embedding").type.list_size == 1024
     vecs = np.array(table.column("embedding").to_pylist(), dtype=np.float32)
     assert np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
+
+
+def test_installed_command_reads_hf_endpoint_at_run_time(hub: HubServer, models: Path) -> None:
+    """``python -m embedgen`` in a fresh process: HF_ENDPOINT from the environment, exit codes."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ)
+    cmd = [sys.executable, "-m", "embedgen", "download", "acme/tiny-st"]
+    ok = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    assert "tiny-st: downloaded" in ok.stdout
+    hub.down = True
+    bad = subprocess.run([*cmd, "--force"], env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1
+    assert f"cannot reach the Hub at {hub.url}" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    assert read_manifest(models / "tiny-st") is not None, "a failed --force keeps the model"
