@@ -8,7 +8,7 @@ running this twice is safe) a scheduled task that runs the virtual environment's
 embedgen.exe:
 
     embedgen.exe run <Input> --output <Output> --config <Config>
-        --log-file <LogDir>\embedgen-{date}.log --quiet
+        --log-file <LogDir>\embedgen-{date}.log
 
 embedgen expands {date} in --log-file to the run's date (YYYY-MM-DD), so each run
 writes its own log file (rotated at 10 MB). The task's "Last Run Result" is
@@ -222,7 +222,8 @@ if (-not $SkipDoctor -and -not $WhatIfPreference) {
 
 # What the task runs.
 $LogFile = Join-Path $LogDir 'embedgen-{date}.log'
-$EmbedgenArgs = @('run', $InputPath, '--config', $Config, '--log-file', $LogFile, '--quiet')
+# No --quiet: the task has no console, and progress lines go to the log file.
+$EmbedgenArgs = @('run', $InputPath, '--config', $Config, '--log-file', $LogFile)
 if ($Output) { $EmbedgenArgs += @('--output', $Output) }
 $action = New-ScheduledTaskAction -Execute $Embedgen -Argument (ConvertTo-ArgumentString $EmbedgenArgs) `
     -WorkingDirectory (Split-Path -Parent $VenvPath)
