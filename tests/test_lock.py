@@ -155,3 +155,25 @@ def test_racing_runs_on_a_stale_lock_have_exactly_one_winner(tmp_path: Path) -> 
     results = [p.communicate(timeout=30)[0].strip() for p in procs]
     assert sorted(results) == ["held", "held", "held", "locked"], results
     assert not lock_path(out).exists()
+
+
+def test_run_exits_5_while_another_run_holds_the_output_lock(tmp_path: Path) -> None:
+    """End to end: `embedgen run` on an output another process is writing exits 5 at once."""
+    from typer.testing import CliRunner
+
+    from embedgen.cli import app
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text('{"text": "a short document"}\n')
+    out = tmp_path / "out.parquet"
+    proc = _start_holder(out)
+    try:
+        result = CliRunner().invoke(app, ["run", str(corpus), "-o", str(out)])
+        assert result.exit_code == 5, result.output
+        assert f"PID {proc.pid}" in result.output
+        assert not out.exists()
+    finally:
+        proc.communicate("", timeout=10)
+    result = CliRunner().invoke(app, ["run", str(corpus), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.exists() and not lock_path(out).exists()

@@ -98,3 +98,30 @@ def test_unopenable_log_file_is_a_usage_error(tmp_path: Path) -> None:
 
 def test_strip_ansi_keeps_plain_text() -> None:
     assert strip_ansi("a\x1b[2K\x1b[1Gb [bold]c[/bold] ñ") == "ab [bold]c[/bold] ñ"
+
+
+def test_run_log_file_has_the_summary_and_no_escape_codes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, logger: logging.Logger
+) -> None:
+    """End to end: `embedgen run --log-file` writes the closing summary as plain text."""
+    from typer.testing import CliRunner
+
+    from embedgen.cli import app
+
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text('{"text": "first document"}\n{"text": "second one"}\n')
+    out = tmp_path / "out.parquet"
+    pattern = tmp_path / "logs" / "embedgen-{date}.log"
+    result = CliRunner().invoke(
+        app, ["run", str(corpus), "-o", str(out), "--log-file", str(pattern)]
+    )
+    assert result.exit_code == 0, result.output
+    (log_path,) = (tmp_path / "logs").iterdir()
+    assert log_path.name == f"embedgen-{datetime.now():%Y-%m-%d}.log"
+    text = log_path.read_text("utf-8")
+    assert "\x1b" not in text
+    assert "documents: 2" in text
+    assert str(out) in text
+    assert any(_ISO_LINE.match(ln) and "documents: 2" in ln for ln in text.splitlines())
