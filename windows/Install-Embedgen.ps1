@@ -113,7 +113,11 @@ function Get-InstallSpec {
     $suffix = ''
     if ($Extra) { $suffix = "[$Extra]" }
     if (Test-Path -LiteralPath $Source) {
-        return "$((Resolve-Path -LiteralPath $Source).Path)$suffix"
+        $folder = (Resolve-Path -LiteralPath $Source).Path
+        if (-not (Test-Path -LiteralPath (Join-Path $folder 'pyproject.toml'))) {
+            throw "$folder is not an embedgen checkout (no pyproject.toml); pass -Source with the checkout or a pip requirement such as embedgen"
+        }
+        return "$folder$suffix"
     }
     if ($Source -match '^([A-Za-z0-9_.-]+)(.*)$') {
         return "$($Matches[1])$suffix$($Matches[2])"
@@ -138,8 +142,7 @@ if (Test-Path -LiteralPath $VenvPython) {
 }
 elseif ($PSCmdlet.ShouldProcess($VenvPath, 'Create a Python virtual environment')) {
     $py = @(Find-Python)
-    $pyArgs = @()
-    if ($py.Count -gt 1) { $pyArgs = $py[1..($py.Count - 1)] }
+    $pyArgs = @($py | Select-Object -Skip 1)
     Invoke-Native 'Checking the Python version' $py[0] ($pyArgs + @('-c', 'import sys; sys.exit(sys.version_info < (3, 10))'))
     New-Item -ItemType Directory -Force -Path $HomeDir | Out-Null
     Invoke-Native 'Creating the virtual environment' $py[0] ($pyArgs + @('-m', 'venv', $VenvPath))
