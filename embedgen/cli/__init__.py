@@ -63,9 +63,16 @@ def _root(
 
 def _register() -> None:
     # One line per command module; each module defines `register(app)`.
-    from embedgen.cli import cache_cmd, config_cmd, run_cmd
+    from embedgen.cli import (
+        cache_cmd,
+        config_cmd,
+        doctor_cmd,
+        download_cmd,
+        run_cmd,
+        schedule_cmd,
+    )
 
-    for module in (run_cmd, config_cmd, cache_cmd):
+    for module in (run_cmd, config_cmd, cache_cmd, doctor_cmd, schedule_cmd, download_cmd):
         module.register(app)
 
 
