@@ -402,3 +402,24 @@ def test_default_config_gives_the_defaults_and_lists_every_key(tmp_path: Path) -
     uncommented.write_text(body)
     cfg = load(uncommented)
     assert cfg.model.model == "bge-m3" and cfg.run.log_file == "logs/embedgen-{date}.log"
+
+
+def test_documented_exit_codes_match_the_errors() -> None:
+    """docs/windows.md and the Register script's help list the codes errors.py defines."""
+    from embedgen import errors
+
+    codes = {
+        errors.EXIT_OK: "done",
+        errors.EXIT_FAILED: "failed",
+        errors.EXIT_USAGE: "bad usage or config",
+        errors.EXIT_BUDGET: "stopped on budget",
+        errors.EXIT_SKIPPED: "some documents",
+        errors.EXIT_LOCKED: "another run holds the output lock",
+    }
+    assert errors.LockHeld.exit_code == errors.EXIT_LOCKED == 5
+    doc = (REPO / "docs" / "windows.md").read_text("utf-8")
+    table = dict(re.findall(r"^\| (\d) \| ([^|]+) \|", doc, re.MULTILINE))
+    script = (REPO / "windows" / "Register-EmbedgenTask.ps1").read_text("utf-8")
+    for code, words in codes.items():
+        assert words in table[str(code)], (code, table.get(str(code)))
+        assert re.search(rf"{code} \(0x{code:X}\) [^\n]*{words}", script), code
