@@ -73,6 +73,10 @@ def run_checks(opts: DoctorOptions) -> list[Check]:
     cache = opts.cache_dir or default_cache_dir(cfg)
     checks.append(check_dir("cache dir", cache))
     checks.append(check_dir("output dir", opts.output_dir or Path.cwd()))
+    if cfg.run.log_file:
+        from embedgen.logfile import expand_log_path
+
+        checks.append(check_dir("log dir", expand_log_path(cfg.run.log_file).parent))
     checks += check_api_keys(cfg, opts.environ)
     return checks
 

@@ -323,3 +323,14 @@ def test_doctor_with_windows_config_fails_here_without_directml(tmp_path: Path) 
     assert result.exit_code == 1
     assert "FAIL device: device 'directml' is not available" in result.output
     assert "WARN config: has no effect: directml.memory_budget_mb" in result.output
+
+
+def test_log_dir_from_the_config_is_checked(tmp_path: Path) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    log_file = (blocker / "embedgen-{date}.log").as_posix()
+    cfg = _write_config(tmp_path, f'[run]\nlog_file = "{log_file}"\n')
+    checks = doctor.run_checks(doctor.DoctorOptions(config=cfg, output_dir=tmp_path))
+    check = _by_name(checks, "log dir")
+    assert check.status == "fail"
+    assert str(blocker) in check.detail
