@@ -16,7 +16,7 @@ MASK = "[REDACTED]"
 
 _lock = threading.Lock()
 _secrets: set[str] = set()
-_BEARER = re.compile(r"(?i)\b(bearer|api-key|x-api-key|authorization)([\"':= ]+)([^\s\"',;]+)")
+_BEARER = re.compile(r"(?i)\b(bearer\s+|api-key[\"':=\s]+|x-api-key[\"':=\s]+)([\w.~+/=-]{6,})")
 
 
 class Secret:
@@ -61,7 +61,7 @@ def redact(text: object) -> str:
     for s in secrets:
         if s in out:
             out = out.replace(s, MASK)
-    return _BEARER.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", out)
+    return _BEARER.sub(lambda m: f"{m.group(1)}{MASK}", out)
 
 
 class RedactingFilter(logging.Filter):

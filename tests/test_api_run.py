@@ -1,0 +1,172 @@
+"""``embedgen run`` against loopback API servers, through the config file and the CLI.
+
+These need the lead's wiring: ``embedgen.config.ProviderConfig`` accepting the API kinds
+and ``embedgen.providers.factory`` calling ``build_api_provider`` / ``FallbackChain``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from embedgen.cli import app
+from tests.api_servers import ApiServer, vector_for
+
+runner = CliRunner()
+KEY = "sk-run-test-KEY-0123456789abcdefXYZ"
+
+
+@pytest.fixture(autouse=True)
+def _keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    monkeypatch.setenv("AZURE_OPENAI_API_KEY", KEY)
+
+
+def write_config(
+    path: Path, primary: ApiServer, fallback: ApiServer | None = None, **extra: object
+) -> Path:
+    opts = {
+        "dimensions": 8,
+        "timeout": 0.4,
+        "max_retries": 4,
+        "backoff_base": 0.001,
+        "backoff_max": 0.01,
+        "failure_threshold": 4,
+        "recovery_timeout": 0.2,
+        "max_batch_inputs": 16,
+        **extra,
+    }
+    body = "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in opts.items())
+    names = ["openai"] + (["azure"] if fallback else [])
+    text = f'[run]\nproviders = {names!r}\nlog_file = "{path.parent / "run.log"}"\n'.replace(
+        "'", '"'
+    )
+    text += f'\n[providers.openai]\nkind = "openai"\nbase_url = "{primary.url}/v1"\n{body}'
+    if fallback:
+        text += (
+            f'\n[providers.azure]\nkind = "azure"\nbase_url = "{fallback.url}"\n'
+            f'deployment = "emb"\n{body}'
+        )
+    path.write_text(text, "utf-8")
+    return path
+
+
+def corpus(write_parquet, n: int) -> Path:
+    return write_parquet(
+        {"id": list(range(n)), "text": [f"document {i} says hello" for i in range(n)]}
+    )
+
+
+def run(src: Path, cfg: Path, out: Path):
+    return runner.invoke(app, ["run", str(src), "-c", str(cfg), "-o", str(out), "--quiet"])
+
+
+def check_output(out: Path, server: ApiServer, n: int) -> None:
+    table = pq.read_table(out)
+    assert table.num_rows == n
+    assert sorted(table.column("id").to_pylist()) == list(range(n))
+    vecs = np.array(table.column("embedding").to_pylist(), dtype=np.float32)
+    want = np.stack(
+        [vector_for(t, 8, server.state.model) for t in table.column("text").to_pylist()]
+    )
+    np.testing.assert_allclose(vecs, want, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "fault", ["429", "503", "slow", "drop", "reset", "malformed", "count", "nan"]
+)
+def test_run_completes_under_each_fault(fault: str, write_parquet, tmp_path: Path) -> None:
+    with ApiServer("openai", key=KEY, slow_seconds=0.8) as server:
+        server.fail_next(fault, fault)
+        src = corpus(write_parquet, 40)
+        out = tmp_path / "out.parquet"
+        result = run(src, write_config(tmp_path / "c.toml", server), out)
+        assert result.exit_code == 0, (result.output, result.exception)
+        check_output(out, server, 40)
+
+
+@pytest.mark.parametrize(("fault", "text"), [("401", "HTTP 401"), ("400", "HTTP 400")])
+def test_run_fails_fast_on_401_and_400(
+    fault: str, text: str, write_parquet, tmp_path: Path
+) -> None:
+    with ApiServer("openai", key=KEY) as server:
+        server.fail_next(fault)
+        out = tmp_path / "out.parquet"
+        result = run(corpus(write_parquet, 5), write_config(tmp_path / "c.toml", server), out)
+        assert result.exit_code == 1
+        assert text in str(result.exception) + result.output
+        assert len(server.records) == 1
+        assert not out.exists()
+
+
+def test_run_with_random_failures_embeds_every_chunk_once(write_parquet, tmp_path: Path) -> None:
+    with (
+        ApiServer("openai", key=KEY, fault_rate=0.2, seed=11) as a,
+        ApiServer("azure", key=KEY) as b,
+    ):
+        cfg = write_config(
+            tmp_path / "c.toml", a, b, max_retries=8, failure_threshold=50, max_batch_inputs=50
+        )
+        out = tmp_path / "out.parquet"
+        result = run(corpus(write_parquet, 5000), cfg, out)
+        assert result.exit_code == 0, (result.output, result.exception)
+        check_output(out, a, 5000)
+        assert max(a.state.attempts.values()) <= 9
+
+
+def test_run_with_the_primary_down_completes_on_the_fallback(write_parquet, tmp_path: Path) -> None:
+    with ApiServer("openai", key=KEY, down="503") as a, ApiServer("azure", key=KEY) as b:
+        out = tmp_path / "out.parquet"
+        result = run(corpus(write_parquet, 100), write_config(tmp_path / "c.toml", a, b), out)
+        assert result.exit_code == 0, (result.output, result.exception)
+        check_output(out, b, 100)
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+def test_the_key_is_in_no_output_log_or_cache(write_parquet, tmp_path: Path) -> None:
+    collect = _Collect()
+    loggers = [logging.getLogger(n) for n in ("embedgen", "httpx", "httpcore")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.addHandler(collect)
+        lg.setLevel(logging.DEBUG)
+    try:
+        with ApiServer("openai", key=KEY) as a, ApiServer("azure", key=KEY) as b:
+            a.fail_next("500", "reset", "malformed", "429")
+            out = tmp_path / "out.parquet"
+            cfg = write_config(tmp_path / "c.toml", a, b)
+            args = ["run", str(corpus(write_parquet, 60)), "-c", str(cfg), "-o", str(out)]
+            result = runner.invoke(app, args)
+            assert result.exit_code == 0, (result.output, result.exception)
+            a.state.key = "another-key-entirely-000"  # the server now echoes a bad key
+            args[1] = str(corpus(write_parquet, 61))
+            args[-1] = str(tmp_path / "out2.parquet")
+            failed = runner.invoke(app, args)
+            assert failed.exit_code == 1, (failed.output, failed.exception)
+            assert a.records[0].headers["Authorization"] == f"Bearer {KEY}"
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.removeHandler(collect)
+            lg.setLevel(level)
+    assert len(collect.lines) > 5
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert out in files
+    for p in files:  # output, corpus, config, and the cache and run log under tmp_path
+        assert KEY.encode() not in p.read_bytes(), p
+    texts = [result.output, failed.output, str(failed.exception), repr(failed.exception)]
+    assert "HTTP 401" in " ".join(texts)
+    for text in texts + collect.lines:
+        assert KEY not in text
