@@ -133,9 +133,8 @@ class HttpProvider(Provider, abc.ABC):
         """What changes a vector; never the key or the URL."""
         c = self.cfg
         extra = getattr(c, "input_type", None)
-        return (
-            f"api|{c.space_id()}|{c.kind}|{c.model}|dimensions={c.dimensions}|input_type={extra}"
-        )
+        head = f"api|{c.space_id()}|{c.kind}|{c.model}"
+        return f"{head}|dimensions={c.dimensions}|input_type={extra}"
 
     def details(self) -> dict[str, str]:
         d = {"provider": self.cfg.kind, "model": self.cfg.model}
