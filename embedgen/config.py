@@ -186,11 +186,6 @@ class Config(_Strict):
                 "performance.preload_model = false: embedgen always loads the model "
                 "before reading the corpus, so a broken model fails fast"
             )
-        if self.performance and self.performance.enable_model_caching is False:
-            out.append(
-                "performance.enable_model_caching = false: use run.use_cache = false "
-                "(or --no-cache) to turn off the embedding cache"
-            )
         return out
 
     def fold_windows_layout(self) -> None:

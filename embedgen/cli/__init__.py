@@ -27,6 +27,9 @@ class _Group(TyperGroup):
             from embedgen.cli.output import error
 
             error(str(exc))
+            import logging
+
+            logging.getLogger("embedgen").error(str(exc), extra={"console": False})
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             from embedgen.cli.output import error

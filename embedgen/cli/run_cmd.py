@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
 from embedgen.errors import SkippedDocuments
+
+if TYPE_CHECKING:
+    from embedgen.config import Config
 
 
 def run(
@@ -29,21 +32,41 @@ def run(
     dimensions: Optional[int] = typer.Option(None, "--dimensions", help="Truncate vectors to N dimensions and renormalise (Matryoshka)."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="float32 or float16 [default: float32]."),
     on_error: Optional[str] = typer.Option(None, "--on-error", help="fail or skip malformed JSONL lines [default: fail]."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Vector cache directory [default: $EMBEDGEN_CACHE_DIR or the user cache dir]."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the vector cache."),
+    log_file: Optional[str] = typer.Option(None, "--log-file", help="Also log to this rotating plain-text file; {date} becomes YYYY-MM-DD."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no summary."),
 ) -> None:
     """Embed a corpus into a Parquet file of chunk embeddings."""
-    from embedgen.cli.output import stderr
-    from embedgen.pipeline.run import embed_corpus
+    from embedgen.config import load
+    from embedgen.logfile import remove_log_file, setup_log_file
 
     _setup_logging(quiet)
+    cfg = load(config)
     options = {
         "text_column": text_column, "id_column": id_column,
         "keep": [c.strip() for c in keep.split(",") if c.strip()] if keep else None,
         "no_text": no_text or None, "max_tokens": max_tokens, "overlap": overlap,
         "batch_size": batch_size, "device": device, "threads": threads, "limit": limit,
         "dimensions": dimensions, "dtype": dtype, "on_error": on_error,
+        "cache_dir": str(cache_dir) if cache_dir else None,
+        "use_cache": False if no_cache else None,
     }
-    summary = embed_corpus(input, output, config=config, model=model, quiet=quiet, **options)
+    log_path = log_file or cfg.run.log_file
+    handler = setup_log_file(log_path) if log_path else None
+    try:
+        _embed_and_report(input, output, cfg, model, quiet, options)
+    finally:
+        if handler is not None:
+            remove_log_file(handler)
+
+
+def _embed_and_report(input: str, output: Path | None, cfg: Config, model: str | None,
+                      quiet: bool, options: dict[str, Any]) -> None:
+    from embedgen.cli.output import stderr
+    from embedgen.pipeline.run import embed_corpus
+
+    summary = embed_corpus(input, output, config=cfg, model=model, quiet=quiet, **options)
     if not quiet:
         for line in summary.lines():
             stderr.print(line, highlight=False, markup=False)

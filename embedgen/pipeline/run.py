@@ -11,6 +11,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -128,13 +129,28 @@ def embed_corpus(
     paths = discover_inputs(input)
     out = Path(output) if output is not None else default_output(paths, input)
     mode = progress or Progress.choose_mode(quiet)
+    from embedgen.lock import acquire_output_lock
     from embedgen.providers.factory import build_provider
 
-    provider = build_provider(cfg)
-    try:
-        return _Run(cfg, provider, paths, out, mode).execute()
-    finally:
-        provider.close()
+    with acquire_output_lock(out):
+        provider = build_provider(cfg)
+        try:
+            cache = _open_cache(cfg.run)
+            try:
+                return _Run(cfg, provider, paths, out, mode, cache).execute()
+            finally:
+                if cache is not None:
+                    cache.close()
+        finally:
+            provider.close()
+
+
+def _open_cache(run: RunConfig) -> Any:
+    if not run.use_cache:
+        return None
+    from embedgen.pipeline.cache import VectorCache, resolve_cache_dir
+
+    return VectorCache.open(resolve_cache_dir(run.cache_dir))
 
 
 @dataclass
@@ -149,8 +165,11 @@ class _Window:
 
 class _Run:
     def __init__(self, cfg: Config, provider: Provider, paths: list[Path], output: Path,
-                 mode: str) -> None:
+                 mode: str, cache: Any = None) -> None:
         self.cfg = cfg
+        self.cache = cache
+        self._puts: list[Future[Any]] = []
+        self._put_pool: ThreadPoolExecutor | None = None
         self.run = cfg.run
         self.provider = provider
         self.info = provider.info
@@ -168,6 +187,13 @@ class _Run:
             self.chunker = Chunker(tokenizer, max_tokens=self.info.max_tokens,
                                    overlap=self.run.overlap)
         self.overhead = tokenizer.overhead
+        from embedgen.pipeline.cache import fingerprint_id
+
+        self.fp_id = fingerprint_id(self.info.fingerprint)
+        if cache is not None:
+            cache.register_model(self.fp_id, self.info.fingerprint, self.info.model,
+                                 self.info.dim, self.run.dtype)
+            self._put_pool = ThreadPoolExecutor(1, thread_name_prefix="embedgen-cache")
         self.read_opts = ReadOptions(
             text_column=self.run.text_column,
             id_column=self.run.id_column,
@@ -263,7 +289,11 @@ class _Run:
             progress.close()
             if self._skip_file is not None:
                 self._skip_file.close()
+            if self._put_pool is not None:
+                self._put_pool.shutdown(wait=True)
         c = self.counters
+        if self.cache is not None:
+            self.cache.record_run(c.cached, c.computed, self.fp_id)
         summary = RunSummary(
             output=self.output, documents=c.documents, chunks=c.chunks, tokens=c.tokens,
             skipped=c.skipped, cached=c.cached, computed=c.computed,
@@ -291,6 +321,7 @@ class _Run:
         if self.writer is None:
             self._open_writer(w)
         vectors = self._embed(w.chunks)
+        self._wait_puts()
         self._write(w, vectors)
         c = self.counters
         c.documents += w.documents
@@ -298,29 +329,82 @@ class _Run:
         c.tokens += sum(ch.tokens for ch in w.chunks)
 
     def _embed(self, chunks: list[Chunk]) -> np.ndarray:
+        """Vectors for a window's chunks: cache hits, then each distinct miss computed once."""
+        from embedgen.pipeline.cache import cache_keys
+
         dim = self.info.dim
         out = np.empty((len(chunks), dim), dtype=np.float32)
-        todo = list(range(len(chunks)))
-        if not todo:
+        if not chunks:
             return out
+        keys = cache_keys(self.fp_id, [c.text for c in chunks])
+        hits = self.cache.get_many(self.fp_id, keys) if self.cache is not None else None
+        first: dict[bytes, int] = {}
+        copies: list[tuple[int, int]] = []
+        todo: list[int] = []
+        for i, key in enumerate(keys):
+            if hits is not None and hits[i] is not None:
+                out[i] = hits[i]
+                self.counters.cached += 1
+            elif key in first:
+                copies.append((i, first[key]))
+            else:
+                first[key] = i
+                todo.append(i)
+        if todo:
+            self._compute(chunks, keys, todo, out)
+        for i, j in copies:
+            out[i] = out[j]
+        self.counters.cached += len(copies)
+        return out
+
+    def _compute(self, chunks: list[Chunk], keys: list[bytes], todo: list[int],
+                 out: np.ndarray) -> None:
         lengths = [len(chunks[i].input_ids or ()) or chunks[i].tokens + self.overhead
                    for i in todo]
         plan = plan_batches(lengths, max_items=self.info.max_batch_inputs,
                             max_tokens=self.info.max_batch_tokens,
                             padded=self.info.kind == "onnx")
-        for batch_idx in plan:
-            rows = [todo[j] for j in batch_idx]
+        batches = [[todo[j] for j in idx] for idx in plan]
+        for rows, vecs in self._results(chunks, batches):
+            out[rows] = vecs
+            self.counters.computed += len(rows)
+            if self.cache is not None and self._put_pool is not None:
+                self._puts.append(self._put_pool.submit(
+                    self.cache.put_many, self.fp_id, [keys[i] for i in rows], vecs))
+
+    def _results(self, chunks: list[Chunk],
+                 batches: list[list[int]]) -> Iterator[tuple[list[int], np.ndarray]]:
+        """Embedded batches, in order; up to ``max_concurrency`` requests in flight."""
+        def one(rows: list[int]) -> np.ndarray:
+            first = chunks[rows[0]]
             batch = Batch(
                 texts=[chunks[i].text for i in rows],
                 token_counts=[chunks[i].tokens + self.overhead for i in rows],
                 input_ids=[chunks[i].input_ids for i in rows]  # type: ignore[misc]
-                if chunks[rows[0]].input_ids is not None else None,
+                if first.input_ids is not None else None,
             )
             result = self.provider.embed_batch(batch)
-            vecs = _checked(result.vectors, len(rows), dim, self.info.name)
-            out[rows] = vecs
-            self.counters.computed += len(rows)
-        return out
+            return _checked(result.vectors, len(rows), self.info.dim, self.info.name)
+
+        workers = max(1, self.info.max_concurrency)
+        if workers == 1 or len(batches) == 1:
+            for rows in batches:
+                yield rows, one(rows)
+            return
+        with ThreadPoolExecutor(workers, thread_name_prefix="embedgen-req") as pool:
+            futures = [(rows, pool.submit(one, rows)) for rows in batches]
+            try:
+                for rows, fut in futures:
+                    yield rows, fut.result()
+            finally:
+                for _, fut in futures:
+                    fut.cancel()
+
+    def _wait_puts(self) -> None:
+        """Every computed batch is committed to the cache before its rows are written."""
+        puts, self._puts = self._puts, []
+        for fut in puts:
+            fut.result()
 
     def _open_writer(self, w: _Window | None) -> None:
         import pyarrow as pa
