@@ -1,0 +1,50 @@
+"""The README stays true: every embedgen command it shows exists with those options."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import typer
+from test_windows_scripts import check_invocation
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def _commands() -> list[list[str]]:
+    text = README.read_text("utf-8")
+    blocks = re.findall(r"```(?:bash|sh)?\n(.*?)```", text, flags=re.S)
+    found = []
+    for block in blocks:
+        for line in block.splitlines():
+            for part in re.split(r"&&|\|", line.split("#")[0]):
+                words = shlex.split(part)
+                if words[:1] == ["embedgen"]:
+                    found.append(words[1:])
+    return found
+
+
+COMMANDS = _commands()
+
+
+def test_readme_shows_commands() -> None:
+    assert len(COMMANDS) >= 10
+
+
+@pytest.mark.parametrize("words", COMMANDS, ids=lambda w: " ".join(w))
+def test_readme_command_exists(words: list[str]) -> None:
+    from embedgen.cli import app
+
+    assert check_invocation(typer.main.get_command(app), list(words)) == []
+
+
+def test_readme_starts_with_the_two_setup_commands() -> None:
+    block = re.search(r"```bash\n(.*?)```", README.read_text("utf-8"), flags=re.S)
+    assert block is not None
+    lines = block.group(1).strip().splitlines()
+    assert len(lines) == 2
+    assert "pip install ." in lines[0] and "embedgen run examples/" in lines[0]
+    assert "pip install -e '.[test]'" in lines[1] and "pytest" in lines[1]
+    assert "python -m pytest" in (README.parent / ".ci" / "run").read_text()
