@@ -13,16 +13,24 @@ from test_windows_scripts import check_invocation
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
+def _shell_lines() -> list[str]:
+    """Lines of the README's bash code blocks."""
+    lines, lang = [], None
+    for line in README.read_text("utf-8").splitlines():
+        if line.startswith("```"):
+            lang = None if lang is not None else (line[3:].strip() or "text")
+        elif lang in ("bash", "sh"):
+            lines.append(line)
+    return lines
+
+
 def _commands() -> list[list[str]]:
-    text = README.read_text("utf-8")
-    blocks = re.findall(r"```(?:bash|sh)?\n(.*?)```", text, flags=re.S)
     found = []
-    for block in blocks:
-        for line in block.splitlines():
-            for part in re.split(r"&&|\|", line.split("#")[0]):
-                words = shlex.split(part)
-                if words[:1] == ["embedgen"]:
-                    found.append(words[1:])
+    for line in _shell_lines():
+        for part in re.split(r"&&|\|", line.split(" #")[0]):
+            words = shlex.split(part)
+            if words[:1] == ["embedgen"]:
+                found.append(words[1:])
     return found
 
 
