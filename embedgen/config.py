@@ -223,7 +223,7 @@ _TYPE_WORDS = {
 }
 
 
-def _describe(err: dict[str, Any]) -> str:
+def _describe(err: Any) -> str:
     loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
     typ: str = err["type"]
     got = err.get("input")

@@ -10,7 +10,7 @@
     ├── DataError                 exit 1   malformed input data (bad JSONL line, corrupt Parquet)
     ├── ModelError                exit 1   missing or corrupt model files, failed download
     ├── CacheError                exit 1   the cache cannot be opened or written
-    ├── ProviderError             exit 1   a provider failed (the message is the API's, key redacted)
+    ├── ProviderError             exit 1   a provider failed (the API's message, key redacted)
     │   └── FatalProviderError             a failure retrying cannot fix (400/401/403/404/422)
     ├── BudgetExceeded            exit 3   no provider's budget covers the remaining work
     ├── SkippedDocuments          exit 4   finished, but some documents were skipped

@@ -35,7 +35,14 @@ def test_parquet_in_parquet_out_schema_and_metadata(write_parquet, tmp_path: Pat
     out = tmp_path / "corpus.embeddings.parquet"
     table = pq.read_table(out)
     assert table.column_names == [
-        "id", "chunk", "char_start", "char_end", "tokens", "text", "embedding", "lang",
+        "id",
+        "chunk",
+        "char_start",
+        "char_end",
+        "tokens",
+        "text",
+        "embedding",
+        "lang",
     ]
     assert table.schema.field("embedding").type.list_size == 384
     assert str(table.schema.field("embedding").type.value_type) == "float"
@@ -67,8 +74,9 @@ def test_jsonl_gz_and_row_number_ids(write_jsonl, tmp_path: Path) -> None:
 
 def test_same_vectors_from_jsonl_and_parquet(write_jsonl, write_parquet, tmp_path) -> None:
     a = embedgen.embed_corpus(write_parquet({"text": TEXTS}), tmp_path / "a.parquet", quiet=True)
-    b = embedgen.embed_corpus(write_jsonl([json.dumps({"text": t}) for t in TEXTS]),
-                              tmp_path / "b.parquet", quiet=True)
+    b = embedgen.embed_corpus(
+        write_jsonl([json.dumps({"text": t}) for t in TEXTS]), tmp_path / "b.parquet", quiet=True
+    )
     assert a.chunks == b.chunks == 4
     va = pq.read_table(tmp_path / "a.parquet").column("embedding").to_pylist()
     vb = pq.read_table(tmp_path / "b.parquet").column("embedding").to_pylist()
@@ -92,14 +100,13 @@ def test_long_document_is_chunked_with_exact_offsets(write_parquet, tmp_path: Pa
     words = [f"word{i % 97} embedding-{i}" for i in range(1500)]
     doc = " ".join(words) + "."
     src = write_parquet({"text": [doc, "tiny"]})
-    s = embedgen.embed_corpus(src, tmp_path / "o.parquet", quiet=True, max_tokens=64,
-                              overlap=8)
+    s = embedgen.embed_corpus(src, tmp_path / "o.parquet", quiet=True, max_tokens=64, overlap=8)
     t = pq.read_table(tmp_path / "o.parquet").to_pylist()
     doc_rows = [r for r in t if r["id"] == 0]
     assert len(doc_rows) > 10
     assert [r["chunk"] for r in doc_rows] == list(range(len(doc_rows)))
     for r in doc_rows:
-        assert doc[r["char_start"]:r["char_end"]] == r["text"]
+        assert doc[r["char_start"] : r["char_end"]] == r["text"]
         assert 0 < r["tokens"] <= 62
     assert doc_rows[0]["char_start"] == 0 and doc_rows[-1]["char_end"] == len(doc)
     # overlap: each chunk starts before the previous one ended
@@ -118,7 +125,7 @@ def test_chunks_cover_the_document_without_overlap(write_parquet, tmp_path: Path
     assert rows[0]["char_start"] == 0 and rows[-1]["char_end"] == len(doc.rstrip())
     for prev, cur in zip(rows, rows[1:]):
         assert prev["char_end"] <= cur["char_start"]
-        assert doc[prev["char_end"]:cur["char_start"]].strip() == ""
+        assert doc[prev["char_end"] : cur["char_start"]].strip() == ""
     assert all(r["tokens"] <= 254 for r in rows)
 
 
@@ -129,8 +136,10 @@ def test_null_and_empty_text_are_skipped_and_listed(write_parquet, tmp_path: Pat
     assert "skipped" in result.output
     rows = pq.read_table(tmp_path / "corpus.embeddings.parquet").column("id").to_pylist()
     assert rows == ["x"]
-    listed = [json.loads(x) for x in
-              (tmp_path / "corpus.embeddings.skipped.jsonl").read_text().splitlines()]
+    listed = [
+        json.loads(x)
+        for x in (tmp_path / "corpus.embeddings.skipped.jsonl").read_text().splitlines()
+    ]
     assert [(x["id"], x["reason"]) for x in listed] == [("y", "null text"), ("z", "empty text")]
 
 
@@ -181,8 +190,10 @@ def test_malformed_jsonl_line_skipped_on_request(write_jsonl, tmp_path: Path) ->
     assert result.exit_code == 4, result.output
     texts = pq.read_table(tmp_path / "corpus.embeddings.parquet").column("text").to_pylist()
     assert texts == [f"doc {i}" for i in range(5)]
-    listed = [json.loads(x) for x in
-              (tmp_path / "corpus.embeddings.skipped.jsonl").read_text().splitlines()]
+    listed = [
+        json.loads(x)
+        for x in (tmp_path / "corpus.embeddings.skipped.jsonl").read_text().splitlines()
+    ]
     assert [x["line"] for x in listed] == [3, 5]
     assert "not UTF-8" in listed[1]["reason"]
 
@@ -228,8 +239,15 @@ def test_explicit_unavailable_device_exits_2(write_parquet) -> None:
 
 def test_limit_dimensions_float16_no_text(write_parquet, tmp_path: Path) -> None:
     src = write_parquet({"text": TEXTS})
-    s = embedgen.embed_corpus(src, tmp_path / "o.parquet", quiet=True, limit=3, dimensions=64,
-                              dtype="float16", no_text=True)
+    s = embedgen.embed_corpus(
+        src,
+        tmp_path / "o.parquet",
+        quiet=True,
+        limit=3,
+        dimensions=64,
+        dtype="float16",
+        no_text=True,
+    )
     t = pq.read_table(tmp_path / "o.parquet")
     assert s.documents == 3 and t.num_rows == 3
     assert "text" not in t.column_names
@@ -253,8 +271,7 @@ def test_batching_does_not_change_vectors_or_order(write_parquet, tmp_path: Path
     texts = [("word " * (i % 37 + 1)).strip() + f" {i}" for i in range(150)]
     src = write_parquet({"text": texts})
     embedgen.embed_corpus(src, tmp_path / "a.parquet", quiet=True, batch_size=1)
-    embedgen.embed_corpus(src, tmp_path / "b.parquet", quiet=True, batch_size=64,
-                          sort_window=50)
+    embedgen.embed_corpus(src, tmp_path / "b.parquet", quiet=True, batch_size=64, sort_window=50)
     a = pq.read_table(tmp_path / "a.parquet")
     b = pq.read_table(tmp_path / "b.parquet")
     assert a.column("text").to_pylist() == texts == b.column("text").to_pylist()

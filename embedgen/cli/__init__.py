@@ -7,7 +7,6 @@ one-line message and the exit code, in this one place.
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import typer

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 from embedgen.errors import UsageError
 
-config_app = typer.Typer(help="Write a starting config file or show the effective config.",
-                         no_args_is_help=True)
+config_app = typer.Typer(
+    help="Write a starting config file or show the effective config.", no_args_is_help=True
+)
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "data" / "default.toml"
 
@@ -30,7 +30,7 @@ def init(
 
 @config_app.command("show")
 def show(
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML config file."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="TOML config file."),
 ) -> None:
     """Print the effective config (file plus defaults) as TOML, and keys with no effect."""
     import tomli_w

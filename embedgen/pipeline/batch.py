@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 
-def plan_batches(lengths: Sequence[int], *, max_items: int, max_tokens: int,
-                 padded: bool) -> list[list[int]]:
+def plan_batches(
+    lengths: Sequence[int], *, max_items: int, max_tokens: int, padded: bool
+) -> list[list[int]]:
     """Index lists into ``lengths``, sorted by length, each within the limits.
 
     ``padded``: a batch costs ``items × longest`` (a local model pads to the longest

@@ -51,8 +51,9 @@ class Chunker:
             out.append(self._windows(doc, text, ids, offsets))
         return out
 
-    def _windows(self, doc: int, text: str, ids: list[int],
-                 offsets: list[tuple[int, int]]) -> list[Chunk]:
+    def _windows(
+        self, doc: int, text: str, ids: list[int], offsets: list[tuple[int, int]]
+    ) -> list[Chunk]:
         n = len(ids)
         if n == 0:
             return []
@@ -68,8 +69,17 @@ class Chunker:
                 hi = _word_boundary(text, offsets, lo, hi)
             start, end = offsets[lo][0], offsets[hi - 1][1]
             window_ids = ids[lo:hi]
-            chunks.append(Chunk(doc, len(chunks), start, end, text[start:end], hi - lo,
-                                tok.model_inputs(window_ids)))
+            chunks.append(
+                Chunk(
+                    doc,
+                    len(chunks),
+                    start,
+                    end,
+                    text[start:end],
+                    hi - lo,
+                    tok.model_inputs(window_ids),
+                )
+            )
             if hi >= n:
                 break
             floor = lo + 1

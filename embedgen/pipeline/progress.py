@@ -66,7 +66,7 @@ class Progress:
         elapsed = max(time.perf_counter() - self.started, 1e-9)
         rate = c.tokens / elapsed
         if self._bar is not None:
-            detail = (f"{c.chunks:,} chunks ({c.cached:,} cached) · {rate:,.0f} tok/s")
+            detail = f"{c.chunks:,} chunks ({c.cached:,} cached) · {rate:,.0f} tok/s"
             self._bar.update(self._task, completed=c.documents, detail=detail)
             return
         now = time.perf_counter()

@@ -42,7 +42,8 @@ def discover_inputs(spec: str | Path) -> list[Path]:
         return [path]
     if path.is_dir():
         files = sorted(
-            p for p in path.rglob("*")
+            p
+            for p in path.rglob("*")
             if p.is_file() and p.name.lower().endswith(PARQUET_SUFFIXES + JSONL_SUFFIXES)
         )
         if not files:
@@ -147,8 +148,12 @@ def _read_parquet(path: Path, opts: ReadOptions, row0: int) -> Iterator[DocBatch
         if col not in names:
             raise InputError(f"{path}: no column {col!r}; columns are: {', '.join(names)}")
     ttype = schema.field(opts.text_column).type
-    if not (pa.types.is_string(ttype) or pa.types.is_large_string(ttype)
-            or pa.types.is_binary(ttype) or pa.types.is_large_binary(ttype)):
+    if not (
+        pa.types.is_string(ttype)
+        or pa.types.is_large_string(ttype)
+        or pa.types.is_binary(ttype)
+        or pa.types.is_large_binary(ttype)
+    ):
         raise InputError(f"{path}: column {opts.text_column!r} is {ttype}, not text")
     columns = list(dict.fromkeys(wanted))
     row = row0
@@ -159,11 +164,21 @@ def _read_parquet(path: Path, opts: ReadOptions, row0: int) -> Iterator[DocBatch
             skips: list[Skip] = []
             if pa.types.is_binary(ttype) or pa.types.is_large_binary(ttype):
                 texts = [_decode(t, path, row + i, skips) for i, t in enumerate(texts)]
-            ids = (rb.column(opts.id_column).to_pylist() if opts.id_column
-                   else list(range(row, row + n)))
+            ids = (
+                rb.column(opts.id_column).to_pylist()
+                if opts.id_column
+                else list(range(row, row + n))
+            )
             keep = pa.Table.from_batches([rb.select(list(opts.keep))]) if opts.keep else None
-            yield DocBatch(ids=ids, texts=texts, keep=keep, skips=skips, rows=n, file=str(path),
-                           row_numbers=list(range(row, row + n)))
+            yield DocBatch(
+                ids=ids,
+                texts=texts,
+                keep=keep,
+                skips=skips,
+                rows=n,
+                file=str(path),
+                row_numbers=list(range(row, row + n)),
+            )
             row += n
     except (pa.ArrowException, OSError) as exc:
         raise DataError(
@@ -208,9 +223,16 @@ def _read_jsonl(path: Path, opts: ReadOptions, row0: int) -> Iterator[DocBatch]:
         keep = pa.Table.from_pylist(keep_rows) if opts.keep else None
         if keep is not None and keep.num_columns == 0:
             keep = None
-        out = DocBatch(ids=list(ids), texts=list(texts), keep=keep, skips=list(skips),
-                       rows=row - start, file=str(path), row_numbers=list(rows_of),
-                       lines=list(lines_of))
+        out = DocBatch(
+            ids=list(ids),
+            texts=list(texts),
+            keep=keep,
+            skips=list(skips),
+            rows=row - start,
+            file=str(path),
+            row_numbers=list(rows_of),
+            lines=list(lines_of),
+        )
         start = row
         return out
 
@@ -225,8 +247,9 @@ def _read_jsonl(path: Path, opts: ReadOptions, row0: int) -> Iterator[DocBatch]:
                     msg = f"{path}:{lineno}: malformed JSONL line ({problem})"
                     if opts.on_error != "skip":
                         raise DataError(msg + "; fix it or pass --on-error skip")
-                    skips.append(Skip(f"malformed JSONL line ({problem})", str(path), row,
-                                      line=lineno))
+                    skips.append(
+                        Skip(f"malformed JSONL line ({problem})", str(path), row, line=lineno)
+                    )
                     row += 1
                     continue
                 if len(keys_seen) < 256:
@@ -234,14 +257,19 @@ def _read_jsonl(path: Path, opts: ReadOptions, row0: int) -> Iterator[DocBatch]:
                 text = rec.get(opts.text_column)
                 seen_text = seen_text or opts.text_column in rec
                 if text is not None and not isinstance(text, str):
-                    skips.append(Skip(f"text is {type(text).__name__}, not a string", str(path),
-                                      row, id=rec.get(opts.id_column) if opts.id_column else row,
-                                      line=lineno))
+                    skips.append(
+                        Skip(
+                            f"text is {type(text).__name__}, not a string",
+                            str(path),
+                            row,
+                            id=rec.get(opts.id_column) if opts.id_column else row,
+                            line=lineno,
+                        )
+                    )
                     row += 1
                     continue
                 if opts.id_column and opts.id_column not in rec:
-                    skips.append(Skip(f"no {opts.id_column!r} field", str(path), row,
-                                      line=lineno))
+                    skips.append(Skip(f"no {opts.id_column!r} field", str(path), row, line=lineno))
                     row += 1
                     continue
                 ids.append(rec[opts.id_column] if opts.id_column else row)

@@ -89,8 +89,9 @@ def skipped_path_for(output: Path) -> Path:
     return output.with_name(output.name.removesuffix(".parquet") + ".skipped.jsonl")
 
 
-def resolve_config(config: Config | str | Path | None, model: str | None,
-                   options: dict[str, Any]) -> Config:
+def resolve_config(
+    config: Config | str | Path | None, model: str | None, options: dict[str, Any]
+) -> Config:
     """The effective config: the file (or defaults), then the given options on top."""
     cfg = config if isinstance(config, Config) else load(config)
     cfg = cfg.model_copy(deep=True)
@@ -164,8 +165,15 @@ class _Window:
 
 
 class _Run:
-    def __init__(self, cfg: Config, provider: Provider, paths: list[Path], output: Path,
-                 mode: str, cache: Any = None) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        provider: Provider,
+        paths: list[Path],
+        output: Path,
+        mode: str,
+        cache: Any = None,
+    ) -> None:
         self.cfg = cfg
         self.cache = cache
         self._puts: list[Future[Any]] = []
@@ -181,18 +189,23 @@ class _Run:
         self._skip_file: Any = None
         self.writer: OutputWriter | None = None
         tokenizer = provider.tokenizer()
-        self.chunker = Chunker(tokenizer, max_tokens=self.run.max_tokens or self.info.max_tokens,
-                               overlap=self.run.overlap)
+        self.chunker = Chunker(
+            tokenizer,
+            max_tokens=self.run.max_tokens or self.info.max_tokens,
+            overlap=self.run.overlap,
+        )
         if self.run.max_tokens and self.run.max_tokens > self.info.max_tokens:
-            self.chunker = Chunker(tokenizer, max_tokens=self.info.max_tokens,
-                                   overlap=self.run.overlap)
+            self.chunker = Chunker(
+                tokenizer, max_tokens=self.info.max_tokens, overlap=self.run.overlap
+            )
         self.overhead = tokenizer.overhead
         from embedgen.pipeline.cache import fingerprint_id
 
         self.fp_id = fingerprint_id(self.info.fingerprint)
         if cache is not None:
-            cache.register_model(self.fp_id, self.info.fingerprint, self.info.model,
-                                 self.info.dim, self.run.dtype)
+            cache.register_model(
+                self.fp_id, self.info.fingerprint, self.info.model, self.info.dim, self.run.dtype
+            )
             self._put_pool = ThreadPoolExecutor(1, thread_name_prefix="embedgen-cache")
         self.read_opts = ReadOptions(
             text_column=self.run.text_column,
@@ -262,8 +275,9 @@ class _Run:
         progress = Progress(total, mode=self.mode)
         q: queue.Queue[Any] = queue.Queue(maxsize=2)
         stop = threading.Event()
-        producer = threading.Thread(target=self._produce, args=(q, stop), daemon=True,
-                                    name="embedgen-reader")
+        producer = threading.Thread(
+            target=self._produce, args=(q, stop), daemon=True, name="embedgen-reader"
+        )
         producer.start()
         try:
             while True:
@@ -295,11 +309,17 @@ class _Run:
         if self.cache is not None:
             self.cache.record_run(c.cached, c.computed, self.fp_id)
         summary = RunSummary(
-            output=self.output, documents=c.documents, chunks=c.chunks, tokens=c.tokens,
-            skipped=c.skipped, cached=c.cached, computed=c.computed,
+            output=self.output,
+            documents=c.documents,
+            chunks=c.chunks,
+            tokens=c.tokens,
+            skipped=c.skipped,
+            cached=c.cached,
+            computed=c.computed,
             seconds=time.perf_counter() - started,
             skipped_path=self.skipped_path if c.skipped else None,
-            model=self.info.model, dim=self.info.dim,
+            model=self.info.model,
+            dim=self.info.dim,
         )
         if not c.skipped and self.skipped_path.exists():
             self.skipped_path.unlink()
@@ -357,31 +377,40 @@ class _Run:
         self.counters.cached += len(copies)
         return out
 
-    def _compute(self, chunks: list[Chunk], keys: list[bytes], todo: list[int],
-                 out: np.ndarray) -> None:
-        lengths = [len(chunks[i].input_ids or ()) or chunks[i].tokens + self.overhead
-                   for i in todo]
-        plan = plan_batches(lengths, max_items=self.info.max_batch_inputs,
-                            max_tokens=self.info.max_batch_tokens,
-                            padded=self.info.kind == "onnx")
+    def _compute(
+        self, chunks: list[Chunk], keys: list[bytes], todo: list[int], out: np.ndarray
+    ) -> None:
+        lengths = [len(chunks[i].input_ids or ()) or chunks[i].tokens + self.overhead for i in todo]
+        plan = plan_batches(
+            lengths,
+            max_items=self.info.max_batch_inputs,
+            max_tokens=self.info.max_batch_tokens,
+            padded=self.info.kind == "onnx",
+        )
         batches = [[todo[j] for j in idx] for idx in plan]
         for rows, vecs in self._results(chunks, batches):
             out[rows] = vecs
             self.counters.computed += len(rows)
             if self.cache is not None and self._put_pool is not None:
-                self._puts.append(self._put_pool.submit(
-                    self.cache.put_many, self.fp_id, [keys[i] for i in rows], vecs))
+                self._puts.append(
+                    self._put_pool.submit(
+                        self.cache.put_many, self.fp_id, [keys[i] for i in rows], vecs
+                    )
+                )
 
-    def _results(self, chunks: list[Chunk],
-                 batches: list[list[int]]) -> Iterator[tuple[list[int], np.ndarray]]:
+    def _results(
+        self, chunks: list[Chunk], batches: list[list[int]]
+    ) -> Iterator[tuple[list[int], np.ndarray]]:
         """Embedded batches, in order; up to ``max_concurrency`` requests in flight."""
+
         def one(rows: list[int]) -> np.ndarray:
             first = chunks[rows[0]]
             batch = Batch(
                 texts=[chunks[i].text for i in rows],
                 token_counts=[chunks[i].tokens + self.overhead for i in rows],
                 input_ids=[chunks[i].input_ids for i in rows]  # type: ignore[misc]
-                if first.input_ids is not None else None,
+                if first.input_ids is not None
+                else None,
             )
             result = self.provider.embed_batch(batch)
             return _checked(result.vectors, len(rows), self.info.dim, self.info.name)
@@ -430,8 +459,14 @@ class _Run:
         }
         meta.update({k: v for k, v in info.details.items() if k not in meta})
         self.writer = OutputWriter(
-            self.output, dim=info.dim, dtype=self.run.dtype, with_text=not self.run.no_text,
-            id_type=id_type, keep_schema=keep_schema, with_model=False, metadata=meta,
+            self.output,
+            dim=info.dim,
+            dtype=self.run.dtype,
+            with_text=not self.run.no_text,
+            id_type=id_type,
+            keep_schema=keep_schema,
+            with_model=False,
+            metadata=meta,
         )
 
     def _write(self, w: _Window, vectors: np.ndarray) -> None:
@@ -457,8 +492,7 @@ class _Run:
         }
         if not self.run.no_text:
             columns["text"] = pa.array([c.text for c in ch], type=pa.string())
-        keep = w.docs.keep.take(pa.array(idx, type=pa.int64())) if w.docs.keep is not None \
-            else None
+        keep = w.docs.keep.take(pa.array(idx, type=pa.int64())) if w.docs.keep is not None else None
         self.writer.write(columns, vectors, keep)
 
 

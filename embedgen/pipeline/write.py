@@ -21,9 +21,18 @@ _DISK_FULL_ERRNOS = {28, 122}  # ENOSPC, EDQUOT
 
 
 class OutputWriter:
-    def __init__(self, path: Path, *, dim: int, dtype: str, with_text: bool,
-                 id_type: Any, keep_schema: Any, with_model: bool,
-                 metadata: dict[str, str]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        dim: int,
+        dtype: str,
+        with_text: bool,
+        id_type: Any,
+        keep_schema: Any,
+        with_model: bool,
+        metadata: dict[str, str],
+    ) -> None:
         import pyarrow as pa
 
         self.path = path

@@ -76,9 +76,7 @@ class EmbedResult:
 class TextTokenizer(Protocol):
     """Tokenizes documents for chunking, in a provider's own tokens."""
 
-    def encode_offsets(
-        self, texts: Sequence[str]
-    ) -> list[tuple[list[int], list[tuple[int, int]]]]:
+    def encode_offsets(self, texts: Sequence[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
         """Content tokens (no special tokens) and their character spans, per text."""
         ...
 

@@ -36,9 +36,7 @@ class HFTokenizer:
     def overhead(self) -> int:
         return len(self.head) + len(self.tail) + len(self.prefix_ids)
 
-    def encode_offsets(
-        self, texts: Sequence[str]
-    ) -> list[tuple[list[int], list[tuple[int, int]]]]:
+    def encode_offsets(self, texts: Sequence[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
         encs = self._tok.encode_batch(list(texts), add_special_tokens=False)
         return [(e.ids, e.offsets) for e in encs]
 

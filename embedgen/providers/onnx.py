@@ -29,8 +29,16 @@ _TOKEN_OUTPUTS = ("last_hidden_state", "token_embeddings", "hidden_states")
 _OPT_LEVELS = {"disable": 0, "basic": 1, "extended": 2, "all": 99}
 
 
-def model_fingerprint(spec: ModelSpec, *, pooling: str, normalize: bool, dimensions: int | None,
-                      prefix: str, max_tokens: int, dtype: str) -> str:
+def model_fingerprint(
+    spec: ModelSpec,
+    *,
+    pooling: str,
+    normalize: bool,
+    dimensions: int | None,
+    prefix: str,
+    max_tokens: int,
+    dtype: str,
+) -> str:
     """Everything that changes a vector of a local model, as one line."""
     sha = spec.sha256 or _file_identity(spec)
     return (
@@ -45,7 +53,9 @@ def _file_identity(spec: ModelSpec) -> str:
     extra = sorted(
         f"{p.name}:{p.stat().st_size}"
         for p in spec.onnx_path.parent.iterdir()
-        if p.is_file() and p != spec.onnx_path and not p.name.endswith((".json", ".txt", ".md"))
+        if p.is_file()
+        and p != spec.onnx_path
+        and not p.name.endswith((".json", ".txt", ".md"))
         and ("data" in p.name or p.suffix in ("", ".bin"))
     )
     return digest + ("+" + ",".join(extra) if extra else "")
@@ -54,10 +64,19 @@ def _file_identity(spec: ModelSpec) -> str:
 class OnnxProvider(Provider):
     """A local ONNX embedding model."""
 
-    def __init__(self, spec: ModelSpec, cfg: OnnxConfig, *, name: str = "local",
-                 max_tokens: int | None = None, dimensions: int | None = None,
-                 dtype: str = "float32", batch_size: int = 32, batch_tokens: int = 8192,
-                 available: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        spec: ModelSpec,
+        cfg: OnnxConfig,
+        *,
+        name: str = "local",
+        max_tokens: int | None = None,
+        dimensions: int | None = None,
+        dtype: str = "float32",
+        batch_size: int = 32,
+        batch_tokens: int = 8192,
+        available: list[str] | None = None,
+    ) -> None:
         import onnxruntime as ort
 
         self.spec = spec
@@ -97,7 +116,9 @@ class OnnxProvider(Provider):
         limit = spec.max_tokens
         self.max_tokens = min(max_tokens, limit) if max_tokens else limit
         if max_tokens and max_tokens > limit:
-            log.warning(f"--max-tokens {max_tokens} exceeds the model's limit {limit}; using {limit}")
+            log.warning(
+                f"--max-tokens {max_tokens} exceeds the model's limit {limit}; using {limit}"
+            )
         if self.max_tokens <= self._tokenizer.overhead:
             raise ModelError(f"max tokens {self.max_tokens} leaves no room for text")
         probe = self._run([self._tokenizer.encode_for_model("embedgen")])
@@ -108,8 +129,13 @@ class OnnxProvider(Provider):
         for _ in range(cfg.warmup_batches):
             self._run([self._tokenizer.encode_for_model("warm up " * 8)] * min(batch_size, 8))
         fingerprint = model_fingerprint(
-            spec, pooling=self.pooling, normalize=self.normalize, dimensions=dimensions,
-            prefix=prefix, max_tokens=self.max_tokens, dtype=dtype,
+            spec,
+            pooling=self.pooling,
+            normalize=self.normalize,
+            dimensions=dimensions,
+            prefix=prefix,
+            max_tokens=self.max_tokens,
+            dtype=dtype,
         )
         self.info = ProviderInfo(
             name=name,

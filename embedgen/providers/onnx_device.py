@@ -77,7 +77,9 @@ def select_device(
     if requested == "cpu":
         return cpu
     if requested not in ("cuda", "directml"):
-        raise DeviceUnavailableError(f"unknown device {requested!r}: expected auto, cpu, cuda or directml")
+        raise DeviceUnavailableError(
+            f"unknown device {requested!r}: expected auto, cpu, cuda or directml"
+        )
     if EP[requested] not in available:
         hint = "onnxruntime-gpu" if requested == "cuda" else "onnxruntime-directml"
         msg = (
