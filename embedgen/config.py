@@ -48,7 +48,7 @@ def parse_size(value: int | str) -> int:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
 
 
 Device = Literal["auto", "cpu", "cuda", "directml"]
