@@ -71,6 +71,7 @@ class RunConfig(_Strict):
     dtype: Literal["float32", "float16"] = "float32"
     dimensions: int | None = Field(default=None, gt=0)
     on_error: Literal["fail", "skip"] = "fail"
+    sparse: bool = False
     allow_mixed_models: bool = False
     use_cache: bool = True
     cache_dir: str | None = None

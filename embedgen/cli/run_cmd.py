@@ -86,6 +86,9 @@ def run(
         "--log-file",
         help="Also log to this rotating plain-text file; {date} becomes YYYY-MM-DD.",
     ),
+    sparse: bool = typer.Option(
+        False, "--sparse", help="Add a `sparse` column of lexical weights (bge-m3 sparse head)."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no summary."),
 ) -> None:
     """Embed a corpus into a Parquet file of chunk embeddings."""
@@ -110,6 +113,7 @@ def run(
         "on_error": on_error,
         "cache_dir": str(cache_dir) if cache_dir else None,
         "use_cache": False if no_cache else None,
+        "sparse": sparse or None,
     }
     log_path = log_file or cfg.run.log_file
     handler = setup_log_file(log_path) if log_path else None

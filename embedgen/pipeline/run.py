@@ -34,7 +34,7 @@ from embedgen.pipeline.read import (
     read_documents,
 )
 from embedgen.pipeline.write import OutputWriter
-from embedgen.providers.base import Batch, Provider
+from embedgen.providers.base import Batch, EmbedResult, Provider
 
 log = logging.getLogger("embedgen")
 
@@ -202,6 +202,14 @@ class _Run:
         from embedgen.pipeline.cache import fingerprint_id
 
         self.fp_id = fingerprint_id(self.info.fingerprint)
+        mixed = self.run.allow_mixed_models and len(self.run.providers) > 1
+        self.extra_columns = (["sparse"] if self.run.sparse else []) + (["model"] if mixed else [])
+        # Cached rows carry a dense vector only: sparse runs recompute (and still store) every
+        # chunk; runs that may mix models keep the cache out of it, so no row is misattributed.
+        self.read_cache = cache is not None and not self.run.sparse and not mixed
+        self.write_cache = cache is not None and not mixed
+        if mixed and cache is not None:
+            log.warning("allow_mixed_models: the vector cache is not used for this run")
         if cache is not None:
             cache.register_model(
                 self.fp_id, self.info.fingerprint, self.info.model, self.info.dim, self.run.dtype
@@ -340,24 +348,28 @@ class _Run:
         self._record_skips(w.skips)
         if self.writer is None:
             self._open_writer(w)
-        vectors = self._embed(w.chunks)
+        vectors, extras = self._embed(w.chunks)
         self._wait_puts()
-        self._write(w, vectors)
+        self._write(w, vectors, extras)
         c = self.counters
         c.documents += w.documents
         c.chunks += len(w.chunks)
         c.tokens += sum(ch.tokens for ch in w.chunks)
 
-    def _embed(self, chunks: list[Chunk]) -> np.ndarray:
-        """Vectors for a window's chunks: cache hits, then each distinct miss computed once."""
+    def _embed(self, chunks: list[Chunk]) -> tuple[np.ndarray, dict[str, list[Any]]]:
+        """Vectors for a window's chunks: cache hits, then each distinct miss computed once.
+
+        ``extras`` holds per-chunk ``sparse`` weights and ``model`` names when asked for.
+        """
         from embedgen.pipeline.cache import cache_keys
 
         dim = self.info.dim
         out = np.empty((len(chunks), dim), dtype=np.float32)
+        extras: dict[str, list[Any]] = {name: [None] * len(chunks) for name in self.extra_columns}
         if not chunks:
-            return out
+            return out, extras
         keys = cache_keys(self.fp_id, [c.text for c in chunks])
-        hits = self.cache.get_many(self.fp_id, keys) if self.cache is not None else None
+        hits = self.cache.get_many(self.fp_id, keys) if self.read_cache else None
         first: dict[bytes, int] = {}
         copies: list[tuple[int, int]] = []
         todo: list[int] = []
@@ -371,14 +383,21 @@ class _Run:
                 first[key] = i
                 todo.append(i)
         if todo:
-            self._compute(chunks, keys, todo, out)
+            self._compute(chunks, keys, todo, out, extras)
         for i, j in copies:
             out[i] = out[j]
+            for values in extras.values():
+                values[i] = values[j]
         self.counters.cached += len(copies)
-        return out
+        return out, extras
 
     def _compute(
-        self, chunks: list[Chunk], keys: list[bytes], todo: list[int], out: np.ndarray
+        self,
+        chunks: list[Chunk],
+        keys: list[bytes],
+        todo: list[int],
+        out: np.ndarray,
+        extras: dict[str, list[Any]],
     ) -> None:
         lengths = [len(chunks[i].input_ids or ()) or chunks[i].tokens + self.overhead for i in todo]
         plan = plan_batches(
@@ -388,10 +407,18 @@ class _Run:
             padded=self.info.kind == "onnx",
         )
         batches = [[todo[j] for j in idx] for idx in plan]
-        for rows, vecs in self._results(chunks, batches):
+        for rows, result in self._results(chunks, batches):
+            vecs = _checked(result.vectors, len(rows), self.info.dim, self.info.name)
             out[rows] = vecs
+            for name, values in (
+                (n, getattr(result, n if n == "sparse" else "models")) for n in extras
+            ):
+                if values is None or len(values) != len(rows):
+                    raise ProviderError(f"{self.info.name} returned no {name} for a batch")
+                for i, value in zip(rows, values):
+                    extras[name][i] = value
             self.counters.computed += len(rows)
-            if self.cache is not None and self._put_pool is not None:
+            if self.write_cache and self._put_pool is not None:
                 self._puts.append(
                     self._put_pool.submit(
                         self.cache.put_many, self.fp_id, [keys[i] for i in rows], vecs
@@ -400,10 +427,10 @@ class _Run:
 
     def _results(
         self, chunks: list[Chunk], batches: list[list[int]]
-    ) -> Iterator[tuple[list[int], np.ndarray]]:
+    ) -> Iterator[tuple[list[int], EmbedResult]]:
         """Embedded batches, in order; up to ``max_concurrency`` requests in flight."""
 
-        def one(rows: list[int]) -> np.ndarray:
+        def one(rows: list[int]) -> EmbedResult:
             first = chunks[rows[0]]
             batch = Batch(
                 texts=[chunks[i].text for i in rows],
@@ -412,8 +439,7 @@ class _Run:
                 if first.input_ids is not None
                 else None,
             )
-            result = self.provider.embed_batch(batch)
-            return _checked(result.vectors, len(rows), self.info.dim, self.info.name)
+            return self.provider.embed_batch(batch)
 
         workers = max(1, self.info.max_concurrency)
         if workers == 1 or len(batches) == 1:
@@ -465,11 +491,12 @@ class _Run:
             with_text=not self.run.no_text,
             id_type=id_type,
             keep_schema=keep_schema,
-            with_model=False,
+            with_model="model" in self.extra_columns,
+            with_sparse="sparse" in self.extra_columns,
             metadata=meta,
         )
 
-    def _write(self, w: _Window, vectors: np.ndarray) -> None:
+    def _write(self, w: _Window, vectors: np.ndarray, extras: dict[str, list[Any]]) -> None:
         import pyarrow as pa
 
         assert self.writer is not None
@@ -492,6 +519,13 @@ class _Run:
         }
         if not self.run.no_text:
             columns["text"] = pa.array([c.text for c in ch], type=pa.string())
+        if "sparse" in extras:
+            columns["sparse"] = pa.array(
+                [sorted(d.items()) for d in extras["sparse"]],
+                type=pa.map_(pa.int32(), pa.float32()),
+            )
+        if "model" in extras:
+            columns["model"] = pa.array(extras["model"], type=pa.string())
         keep = w.docs.keep.take(pa.array(idx, type=pa.int64())) if w.docs.keep is not None else None
         self.writer.write(columns, vectors, keep)
 

@@ -32,6 +32,7 @@ class OutputWriter:
         keep_schema: Any,
         with_model: bool,
         metadata: dict[str, str],
+        with_sparse: bool = False,
     ) -> None:
         import pyarrow as pa
 
@@ -49,6 +50,8 @@ class OutputWriter:
         if with_text:
             fields.append(pa.field("text", pa.string()))
         fields.append(pa.field("embedding", pa.list_(value_type, dim)))
+        if with_sparse:
+            fields.append(pa.field("sparse", pa.map_(pa.int32(), pa.float32())))
         if with_model:
             fields.append(pa.field("model", pa.string()))
         if keep_schema is not None:

@@ -69,6 +69,8 @@ class EmbedResult:
     """float32, shape (len(batch), dim)."""
     usage_tokens: int | None = None
     """Tokens the API says it billed, when it says so."""
+    sparse: list[dict[int, float]] | None = None
+    """Lexical weights (token id -> weight) per text, when sparse output was asked for."""
     models: list[str] | None = None
     """Model that embedded each row, when a fallback chain may mix models."""
 

@@ -25,6 +25,7 @@ def build_onnx(cfg: Config, model_cfg: OnnxConfig, name: str) -> Provider:
         dtype=cfg.run.dtype,
         batch_size=cfg.run.batch_size,
         batch_tokens=cfg.run.batch_tokens,
+        sparse=cfg.run.sparse,
     )
 
 

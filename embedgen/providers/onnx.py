@@ -76,6 +76,7 @@ class OnnxProvider(Provider):
         batch_size: int = 32,
         batch_tokens: int = 8192,
         available: list[str] | None = None,
+        sparse: bool = False,
     ) -> None:
         import onnxruntime as ort
 
@@ -109,6 +110,9 @@ class OnnxProvider(Provider):
         outputs = [o.name for o in self.session.get_outputs()]
         self.pooling = cfg.pooling or spec.pooling
         self._output = self._pick_output(outputs)
+        self._sparse: tuple[Any, set[int], list[str]] | None = None
+        if sparse:
+            self._sparse = self._sparse_setup(outputs)
         self.normalize = cfg.normalize and spec.normalize
         self.dimensions = dimensions
         prefix = cfg.prefix if cfg.prefix is not None else spec.document_prefix
@@ -191,10 +195,41 @@ class OnnxProvider(Provider):
                 return name
         return outputs[0]
 
+    def _sparse_setup(self, outputs: list[str]) -> tuple[Any, set[int], list[str]]:
+        """The sparse head (or None when the graph outputs sparse_weights) and what to fetch."""
+        from embedgen.providers.sparse import (
+            SPARSE_OUTPUT,
+            TOKEN_OUTPUTS,
+            find_sparse_head,
+            load_sparse_head,
+            special_token_ids,
+        )
+
+        special = special_token_ids(self.spec.tokenizer_path)
+        if SPARSE_OUTPUT in outputs:
+            return None, special, [SPARSE_OUTPUT]
+        head_path = (
+            find_sparse_head(self.spec.folder, self.spec.onnx_path)
+            if self.spec.folder is not None
+            else None
+        )
+        token_out = next((o for o in TOKEN_OUTPUTS if o in outputs), None)
+        if head_path is None or token_out is None:
+            raise ModelError(
+                f"{self.spec.name}: --sparse needs a model with a sparse head "
+                "(a sparse_weights output, or sparse_linear weights beside the model)"
+            )
+        return load_sparse_head(head_path), special, [token_out]
+
     def tokenizer(self) -> HFTokenizer:
         return self._tokenizer
 
     def _run(self, input_ids: list[list[int]] | list[Any]) -> np.ndarray:
+        return self._run_full(input_ids)[0]
+
+    def _run_full(
+        self, input_ids: list[list[int]] | list[Any]
+    ) -> tuple[np.ndarray, list[dict[int, float]] | None]:
         n = len(input_ids)
         width = max(len(x) for x in input_ids)
         ids = np.full((n, width), self._tokenizer.pad_id if n else 0, dtype=np.int64)
@@ -207,11 +242,21 @@ class OnnxProvider(Provider):
             feeds["attention_mask"] = mask
         if "token_type_ids" in self._inputs:
             feeds["token_type_ids"] = np.zeros_like(ids)
+        names = [self._output]
+        if self._sparse is not None:
+            names += [o for o in self._sparse[2] if o not in names]
         try:
-            (out,) = self.session.run([self._output], feeds)
+            outs = self.session.run(names, feeds)
         except Exception as exc:
             raise ProviderError(f"onnxruntime failed on a batch of {n}: {exc}") from None
-        return self._pool(np.asarray(out, dtype=np.float32), mask)
+        vectors = self._pool(np.asarray(outs[0], dtype=np.float32), mask)
+        if self._sparse is None:
+            return vectors, None
+        from embedgen.providers.sparse import lexical_weights, weights_from_outputs
+
+        head, special, _ = self._sparse
+        weights = weights_from_outputs(dict(zip(names, outs)), head)
+        return vectors, lexical_weights(weights, ids, mask, special)
 
     def _pool(self, out: np.ndarray, mask: np.ndarray) -> np.ndarray:
         if out.ndim == 3:
@@ -233,7 +278,8 @@ class OnnxProvider(Provider):
         ids = batch.input_ids
         if ids is None:
             ids = [self._tokenizer.encode_for_model(t) for t in batch.texts]
-        return EmbedResult(self._run(list(ids)))
+        vectors, sparse = self._run_full(list(ids))
+        return EmbedResult(vectors, sparse=sparse)
 
     def embed_texts(self, texts: list[str]) -> np.ndarray:
         """Vectors for a few texts (each must fit the model's limit)."""
