@@ -1,0 +1,220 @@
+"""Resume after SIGKILL: re-running the same command finishes the job, redoing at most the
+batches that were in flight, and gives the output of an uninterrupted run.
+
+Each kill point runs ``embedgen run`` in a fresh process with its own cache directory and
+kills it with SIGKILL once the cache holds a target number of vectors (or, once, right after
+start, before the model has loaded). The killed process runs the real CLI behind a probe
+that appends the size of every batch the model returned to a file, so the test knows how
+many chunks the killed run computed, not only how many reached the cache.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from embedgen.cli import app
+from embedgen.errors import CacheError
+from embedgen.lock import StaleLockWarning
+from embedgen.pipeline.cache import VectorCache
+from tests.cache_corpus import assert_same_output, sentences, write_corpus
+
+pytestmark = [
+    pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX"),
+    pytest.mark.slow,
+]
+
+runner = CliRunner()
+
+BATCH = 8
+MAX_CONCURRENCY = 1
+"""ProviderInfo.max_concurrency of the local ONNX provider: one model call at a time."""
+IN_FLIGHT_BOUND = 2 * BATCH * MAX_CONCURRENCY
+"""Chunks a kill may cost: the batch whose commit was queued or running when the process
+died, plus one more queued behind it (the commit thread is one thread and a commit takes far
+less time than computing a batch). The batch being computed at the kill is not counted by the
+probe, as it never returned."""
+
+SHORT_DOCS, LONG_DOCS, LONG_SENTENCES = 596, 4, 20
+_SUMMARY = re.compile(r"chunks:\s+([\d,]+) \(([\d,]+) cached, ([\d,]+) computed\)")
+
+_PROBE = """
+import os, sys
+from embedgen.providers import onnx
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+embed_batch = onnx.OnnxProvider.embed_batch
+def counted(self, batch):
+    result = embed_batch(self, batch)
+    os.write(fd, b"%d\\n" % len(batch.texts))
+    return result
+onnx.OnnxProvider.embed_batch = counted
+from embedgen.cli import main
+main(sys.argv[2:])
+"""
+
+
+class Corpus:
+    """The corpus, the run's arguments and the uninterrupted reference output."""
+
+    def __init__(self, root: Path) -> None:
+        short = sentences(SHORT_DOCS, seed=1)
+        n = LONG_SENTENCES
+        extra = sentences(LONG_DOCS * n, seed=2, avoid=set(short))
+        long = [" ".join(extra[i * n : (i + 1) * n]) for i in range(LONG_DOCS)]
+        texts = short[:300] + long + short[300:]  # long documents amid short ones
+        self.path = write_corpus(root / "corpus.parquet", [f"d{i:04d}" for i in range(600)],
+                                 texts)  # fmt: skip
+        self.config = root / "run.toml"
+        self.config.write_text("[run]\nsort_window = 64\n", encoding="utf-8")
+        self.root = root
+
+    def args(self, cache_dir: Path, output: Path) -> list[str]:
+        return ["run", str(self.path), "--config", str(self.config), "--id-column", "doc",
+                "--batch-size", str(BATCH), "--cache-dir", str(cache_dir),
+                "-o", str(output)]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Corpus, Path, int]:
+    """The corpus and its reference output from an uninterrupted run; also its chunk count."""
+    root = tmp_path_factory.mktemp("resume")
+    c = Corpus(root)
+    ref = root / "reference.parquet"
+    env = _clean_env(root / "home-cache")
+    done = subprocess.run([sys.executable, "-m", "embedgen", *c.args(root / "ref-cache", ref)],
+                          env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    total, cached, computed = _summary(done.stderr)
+    assert (cached, computed) == (0, total)
+    import pyarrow.parquet as pq
+
+    texts = pq.read_table(ref, columns=["text"]).column("text").to_pylist()
+    assert len(set(texts)) == total > 600, "every chunk text must be distinct"
+    assert _committed(root / "ref-cache") == total
+    return c, ref, total
+
+
+def _clean_env(cache_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EMBEDGEN_", "HF_"))}
+    env["EMBEDGEN_CACHE_DIR"] = str(cache_dir)
+    env["NO_COLOR"] = "1"
+    return env
+
+
+def _summary(text: str) -> tuple[int, int, int]:
+    found = _SUMMARY.search(text)
+    assert found, text
+    total, cached, computed = (int(g.replace(",", "")) for g in found.groups())
+    return total, cached, computed
+
+
+def _committed(cache_dir: Path) -> int:
+    """Vectors committed in the cache at ``cache_dir`` (0 while it is not created yet)."""
+    if not (cache_dir / "data.mdb").is_file():
+        return 0
+    try:
+        with VectorCache.open(cache_dir, readonly=True) as cache:
+            return sum(s.entries for s in cache.stats())
+    except CacheError:  # created but its databases not yet: nothing committed
+        return 0
+
+
+def _kill_when(
+    proc: subprocess.Popen[bytes], cache_dir: Path, target: int | None, delay: float
+) -> None:
+    """SIGKILL ``proc`` ``delay`` s after ``target`` vectors are committed (None: at start)."""
+    if target is None:
+        time.sleep(0.15)
+    else:
+        deadline = time.monotonic() + 90
+        while _committed(cache_dir) < target:
+            assert proc.poll() is None, "the run ended before the kill point"
+            assert time.monotonic() < deadline, "the run did not reach the kill point"
+            time.sleep(0.005)
+        time.sleep(delay)
+    assert proc.poll() is None, "the run ended before the kill point"
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=30) == -signal.SIGKILL
+
+
+# Kill points: (vectors committed, then a delay so the kill lands at varied moments of the
+# batch after: mid-compute or mid-commit). None: 0.15 s after start, before the model loaded.
+KILL_POINTS = {
+    "start": (None, 0.0),
+    "two-batches": (2 * BATCH, 0.0),
+    "half": (0.5, 0.013),
+    "three-quarters": (0.75, 0.029),
+    "almost-all": (0.9, 0.007),
+}
+
+
+@pytest.mark.parametrize("point", KILL_POINTS)
+def test_sigkill_then_rerun_equals_an_uninterrupted_run(
+    corpus: tuple[Corpus, Path, int], tmp_path: Path, point: str
+) -> None:
+    c, reference, total = corpus
+    where, delay = KILL_POINTS[point]
+    target = None if where is None else int(where * total) if where < 1 else int(where)
+    cache_dir, out_dir = tmp_path / "cache", tmp_path / "out"
+    out_dir.mkdir()
+    output = out_dir / "embeddings.parquet"
+    probe = tmp_path / "batches.txt"
+    args = c.args(cache_dir, output)
+    log = (tmp_path / "killed.log").open("wb")
+    with log:
+        proc = subprocess.Popen([sys.executable, "-c", _PROBE, str(probe), *args],
+                                env=dict(os.environ), stdout=log, stderr=log)  # fmt: skip
+        _kill_when(proc, cache_dir, target, delay)
+
+    # (d) the finished name never appears; only the writer's tmp file and the lock remain
+    left = {p.name for p in out_dir.iterdir()}
+    assert output.name not in left
+    assert left <= {f".{output.name}.tmp-{proc.pid}", f"{output.name}.lock"}, left
+    committed = _committed(cache_dir)
+    computed_before = sum(int(n) for n in probe.read_text().split()) if probe.exists() else 0
+    if target is None:
+        assert committed == computed_before == 0
+    else:
+        assert committed >= target
+        assert left == {f".{output.name}.tmp-{proc.pid}", f"{output.name}.lock"}
+        import pyarrow.parquet as pq
+
+        with pytest.raises(Exception, match="(?i)parquet|footer|magic|size"):
+            pq.read_table(out_dir / f".{output.name}.tmp-{proc.pid}")  # no footer: unusable
+    # (c) the killed process left a cache with nothing wrong in it
+    print(f"kill point {point}: computed {computed_before}, committed {committed}")
+    assert committed <= computed_before <= committed + IN_FLIGHT_BOUND, (
+        f"killed run computed {computed_before} chunks, committed {committed}"
+    )
+    if committed:
+        verify = runner.invoke(app, ["cache", "verify", "--cache-dir", str(cache_dir)])
+        assert verify.exit_code == 0, verify.output
+
+    # re-run the same command over the stale lock and tmp file
+    stale_lock = f"{output.name}.lock" in left
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = runner.invoke(app, args)
+    assert stale_lock == any(issubclass(w.category, StaleLockWarning) for w in caught)
+    assert result.exit_code == 0, result.output
+    chunks, cached, computed = _summary(result.output)
+    assert chunks == total
+    # (b) every committed vector is reused; only the rest is computed
+    assert cached == committed
+    assert computed == total - committed
+    assert computed + computed_before <= total + IN_FLIGHT_BOUND
+    # (a) identical to the uninterrupted run
+    assert_same_output(output, reference)
+    assert not (out_dir / f"{output.name}.lock").exists()
+    verify = runner.invoke(app, ["cache", "verify", "--cache-dir", str(cache_dir)])
+    assert verify.exit_code == 0, verify.output
+    assert _committed(cache_dir) == total
