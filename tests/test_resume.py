@@ -157,6 +157,39 @@ KILL_POINTS = {
 }
 
 
+def _start(c: Corpus, tmp_path: Path, cache_dir: Path, output: Path) -> subprocess.Popen[bytes]:
+    """``embedgen run`` in a new process behind the batch-counting probe."""
+    with (tmp_path / "killed.log").open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-c", _PROBE, str(tmp_path / "batches.txt"),
+             *c.args(cache_dir, output)],
+            env=dict(os.environ), stdout=log, stderr=log,
+        )  # fmt: skip
+
+
+def _computed_by_probe(tmp_path: Path) -> int:
+    probe = tmp_path / "batches.txt"
+    return sum(int(n) for n in probe.read_text().split()) if probe.exists() else 0
+
+
+def _rerun(c: Corpus, cache_dir: Path, output: Path, *, stale_lock: bool) -> tuple[int, int]:
+    """Run the same command to completion in process; returns (cached, computed)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = runner.invoke(app, c.args(cache_dir, output))
+    assert result.exit_code == 0, result.output
+    assert stale_lock == any(issubclass(w.category, StaleLockWarning) for w in caught)
+    chunks, cached, computed = _summary(result.output)
+    assert chunks == cached + computed
+    assert not output.with_name(f"{output.name}.lock").exists()
+    return cached, computed
+
+
+def _verify(cache_dir: Path) -> None:
+    result = runner.invoke(app, ["cache", "verify", "--cache-dir", str(cache_dir)])
+    assert result.exit_code == 0, result.output
+
+
 @pytest.mark.parametrize("point", KILL_POINTS)
 def test_sigkill_then_rerun_equals_an_uninterrupted_run(
     corpus: tuple[Corpus, Path, int], tmp_path: Path, point: str
@@ -167,54 +200,72 @@ def test_sigkill_then_rerun_equals_an_uninterrupted_run(
     cache_dir, out_dir = tmp_path / "cache", tmp_path / "out"
     out_dir.mkdir()
     output = out_dir / "embeddings.parquet"
-    probe = tmp_path / "batches.txt"
-    args = c.args(cache_dir, output)
-    log = (tmp_path / "killed.log").open("wb")
-    with log:
-        proc = subprocess.Popen([sys.executable, "-c", _PROBE, str(probe), *args],
-                                env=dict(os.environ), stdout=log, stderr=log)  # fmt: skip
-        _kill_when(proc, cache_dir, target, delay)
+    proc = _start(c, tmp_path, cache_dir, output)
+    _kill_when(proc, cache_dir, target, delay)
 
-    # (d) the finished name never appears; only the writer's tmp file and the lock remain
+    # (d) the finished name never appears: only the writer's tmp file and the lock remain
+    tmp, lock = f".{output.name}.tmp-{proc.pid}", f"{output.name}.lock"
     left = {p.name for p in out_dir.iterdir()}
-    assert output.name not in left
-    assert left <= {f".{output.name}.tmp-{proc.pid}", f"{output.name}.lock"}, left
+    assert left <= {tmp, lock}, left
     committed = _committed(cache_dir)
-    computed_before = sum(int(n) for n in probe.read_text().split()) if probe.exists() else 0
+    computed_before = _computed_by_probe(tmp_path)
     if target is None:
         assert committed == computed_before == 0
     else:
         assert committed >= target
-        assert left == {f".{output.name}.tmp-{proc.pid}", f"{output.name}.lock"}
+        assert left == {tmp, lock}
         import pyarrow.parquet as pq
 
         with pytest.raises(Exception, match="(?i)parquet|footer|magic|size"):
-            pq.read_table(out_dir / f".{output.name}.tmp-{proc.pid}")  # no footer: unusable
-    # (c) the killed process left a cache with nothing wrong in it
-    print(f"kill point {point}: computed {computed_before}, committed {committed}")
+            pq.read_table(out_dir / tmp)  # no footer: it cannot pass for an output
+    # only the batches in flight at the kill were lost; (c) the cache has nothing wrong
     assert committed <= computed_before <= committed + IN_FLIGHT_BOUND, (
-        f"killed run computed {computed_before} chunks, committed {committed}"
+        f"the killed run computed {computed_before} chunks and committed {committed}"
     )
     if committed:
-        verify = runner.invoke(app, ["cache", "verify", "--cache-dir", str(cache_dir)])
-        assert verify.exit_code == 0, verify.output
+        _verify(cache_dir)
 
     # re-run the same command over the stale lock and tmp file
-    stale_lock = f"{output.name}.lock" in left
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        result = runner.invoke(app, args)
-    assert stale_lock == any(issubclass(w.category, StaleLockWarning) for w in caught)
-    assert result.exit_code == 0, result.output
-    chunks, cached, computed = _summary(result.output)
-    assert chunks == total
-    # (b) every committed vector is reused; only the rest is computed
+    cached, computed = _rerun(c, cache_dir, output, stale_lock=lock in left)
+    # (b) every committed vector is reused, only the rest is computed
     assert cached == committed
     assert computed == total - committed
     assert computed + computed_before <= total + IN_FLIGHT_BOUND
     # (a) identical to the uninterrupted run
     assert_same_output(output, reference)
-    assert not (out_dir / f"{output.name}.lock").exists()
-    verify = runner.invoke(app, ["cache", "verify", "--cache-dir", str(cache_dir)])
-    assert verify.exit_code == 0, verify.output
+    _verify(cache_dir)
     assert _committed(cache_dir) == total
+
+
+def test_ctrl_c_keeps_a_partial_file_loses_nothing_and_a_rerun_finishes(
+    corpus: tuple[Corpus, Path, int], tmp_path: Path
+) -> None:
+    import pyarrow.parquet as pq
+
+    c, reference, total = corpus
+    cache_dir, out_dir = tmp_path / "cache", tmp_path / "out"
+    out_dir.mkdir()
+    output = out_dir / "embeddings.parquet"
+    proc = _start(c, tmp_path, cache_dir, output)
+    deadline = time.monotonic() + 90
+    while _committed(cache_dir) < total // 2:
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 130
+    assert "interrupted" in (tmp_path / "killed.log").read_text()
+
+    partial = out_dir / "embeddings.partial.parquet"
+    assert {p.name for p in out_dir.iterdir()} == {partial.name}  # lock released, no tmp
+    committed = _committed(cache_dir)
+    assert committed == _computed_by_probe(tmp_path)  # pending commits finish on the way out
+    kept = pq.read_table(partial)
+    assert 0 < kept.num_rows < total
+    ref = pq.read_table(reference).slice(0, kept.num_rows)
+    assert kept.column("id").to_pylist() == ref.column("id").to_pylist()
+    _verify(cache_dir)
+
+    cached, computed = _rerun(c, cache_dir, output, stale_lock=False)
+    assert (cached, computed) == (committed, total - committed)
+    assert_same_output(output, reference)
+    assert not partial.exists()
