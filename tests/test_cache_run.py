@@ -304,3 +304,70 @@ def test_a_cache_dir_that_cannot_be_created_is_a_one_line_error(tmp_path: Path) 
     assert not out.exists()
     assert not (tmp_path / "out.parquet.lock").exists()
     assert blocker.read_text(encoding="utf-8") == "not a directory"
+
+
+def _mount_tmpfs(target: Path, options: str) -> None:
+    if sys.platform != "linux" or os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root on Linux")
+    target.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)],
+                          capture_output=True)  # fmt: skip
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+
+
+def _one_line_error(output: str) -> str:
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in output, output
+    return lines[0]
+
+
+def test_a_read_only_cache_dir_is_a_one_line_error(tmp_path: Path) -> None:
+    src = corpus(tmp_path, 4)
+    target = tmp_path / "ro"
+    _mount_tmpfs(target, "ro,size=1m")
+    try:
+        out = tmp_path / "out.parquet"
+        result = runner.invoke(app, ["run", str(src), "-o", str(out), "--cache-dir",
+                                     str(target / "cache")])  # fmt: skip
+        assert result.exit_code == 1, result.output
+        line = _one_line_error(result.output)
+        assert "not writable" in line and "--cache-dir" in line and "--no-cache" in line
+        assert not out.exists()
+    finally:
+        subprocess.run(["umount", str(target)], check=True)
+
+
+def test_a_full_cache_disk_stops_the_run_keeping_finished_rows(tmp_path: Path) -> None:
+    n = 480
+    texts = sentences(n, seed=7)
+    src = write_corpus(tmp_path / "c.parquet", [f"d{i}" for i in range(n)], texts)
+    config = _config(tmp_path, "small", "[run]\nsort_window = 32\n")
+    target = tmp_path / "small"
+    _mount_tmpfs(target, "size=512k")  # room for about 250 vectors of 1.5 KiB
+    try:
+        out = tmp_path / "out.parquet"
+        args = ["run", str(src), "-o", str(out), "--config", str(config), "--id-column", "doc",
+                "--cache-dir", str(target / "cache")]  # fmt: skip
+        result = runner.invoke(app, args)
+        assert result.exit_code == 1, result.output
+        line = _one_line_error(result.output)
+        assert "disk full while writing the cache" in line and "--cache-dir" in line
+        partial = tmp_path / "out.partial.parquet"
+        assert str(partial) in " ".join(result.output.split())
+        assert not out.exists() and not (tmp_path / "out.parquet.lock").exists()
+        kept_cols, kept_vecs = read_output(partial)
+        assert 0 < len(kept_cols["id"]) < n
+        committed = runner.invoke(app, ["cache", "stats", "--json", "--cache-dir",
+                                        str(target / "cache")])  # fmt: skip
+        entries = json.loads(committed.output)["models"][0]["entries"]
+        assert len(kept_cols["id"]) <= entries  # every written row was committed first
+        assert verify(target / "cache") == 0
+    finally:
+        subprocess.run(["umount", str(target)], check=True)
+    ref = tmp_path / "ref.parquet"
+    assert run(src, "-o", ref, "--id-column", "doc", "--no-cache")[2] == n
+    ref_cols, ref_vecs = read_output(ref)
+    rows = len(kept_cols["id"])
+    assert kept_cols == {k: v[:rows] for k, v in ref_cols.items()}
+    assert max_diff(kept_vecs, ref_vecs[:rows]) <= 1e-6
