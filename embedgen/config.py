@@ -19,9 +19,18 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
+from embedgen.config_base import Strict
 from embedgen.errors import ConfigError
+from embedgen.providers.api_config import (
+    AzureConfig,
+    CohereConfig,
+    MistralConfig,
+    OpenAICompatibleConfig,
+    OpenAIConfig,
+    VoyageConfig,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -47,8 +56,7 @@ def parse_size(value: int | str) -> int:
     return int(float(m.group(1)) * _UNITS[unit])
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
+_Strict = Strict
 
 
 Device = Literal["auto", "cpu", "cuda", "directml"]
@@ -103,8 +111,16 @@ class OnnxConfig(_Strict):
         return None if v is None else parse_size(v)
 
 
-# Providers other than local ONNX models register their config models here.
-ProviderConfig = Annotated[OnnxConfig, Field(discriminator="kind")]
+ProviderConfig = Annotated[
+    OnnxConfig
+    | OpenAIConfig
+    | AzureConfig
+    | OpenAICompatibleConfig
+    | MistralConfig
+    | VoyageConfig
+    | CohereConfig,
+    Field(discriminator="kind"),
+]
 
 
 class BudgetConfig(_Strict):
@@ -224,8 +240,15 @@ _TYPE_WORDS = {
 }
 
 
+_KINDS = {"onnx", "openai", "azure", "openai_compatible", "mistral", "voyage", "cohere"}
+
+
 def _describe(err: Any) -> str:
-    loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+    parts = [str(p) for p in err["loc"] if not str(p).startswith("function-")]
+    # a discriminated union puts the tag in the path: providers.x.openai.rpm -> providers.x.rpm
+    if len(parts) > 2 and parts[0] == "providers" and parts[2] in _KINDS:
+        del parts[2]
+    loc = ".".join(parts)
     typ: str = err["type"]
     got = err.get("input")
     if typ == "extra_forbidden":
@@ -245,7 +268,8 @@ def _describe(err: Any) -> str:
             return f"{loc}: expected {words}, got {got!r}"
     msg = str(err.get("msg", "invalid value"))
     msg = msg.removeprefix("Value error, ")
-    return f"{loc}: {msg[0].lower() + msg[1:] if msg else msg}, got {got!r}"
+    msg = msg[0].lower() + msg[1:] if msg else msg
+    return f"{loc}: {msg}" if isinstance(got, dict) else f"{loc}: {msg}, got {got!r}"
 
 
 def validate(data: dict[str, Any], source: str | None = None) -> Config:

@@ -163,6 +163,9 @@ def _setup_logging(quiet: bool) -> None:
     handler.addFilter(lambda record: getattr(record, "console", True))
     logger.addHandler(handler)
     logger.propagate = False
+    from embedgen.redact import install
+
+    install(logger)
 
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]

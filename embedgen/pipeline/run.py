@@ -55,12 +55,27 @@ class RunSummary:
     model: str = ""
     dim: int = 0
     provider_stats: dict[str, Any] = field(default_factory=dict)
+    """Per API provider: requests, retries, failures, breaker openings, tokens, seconds."""
+    mixed_models: bool = False
 
     @property
     def chunks_per_s(self) -> float:
         return self.chunks / self.seconds if self.seconds > 0 else 0.0
 
     def lines(self) -> list[str]:
+        out = self._lines()
+        for name, st in self.provider_stats.items():
+            out.append(
+                f"provider {name}: {st.requests:,} requests, {st.retries:,} retries, "
+                f"{st.failures:,} failures ({st.rate_limited:,} rate-limited), "
+                f"{st.breaker_openings:,} breaker openings, {st.tokens:,} tokens, "
+                f"{st.seconds:,.1f}s"
+            )
+        if self.mixed_models:
+            out.append("warning: rows were embedded by different models (see the model column)")
+        return out
+
+    def _lines(self) -> list[str]:
         out = [
             f"documents: {self.documents:,}",
             f"chunks:    {self.chunks:,} ({self.cached:,} cached, {self.computed:,} computed)",
@@ -134,6 +149,7 @@ def embed_corpus(
     from embedgen.providers.factory import build_provider
 
     with acquire_output_lock(out):
+        _remove_stale_tmp(out)
         provider = build_provider(cfg)
         try:
             cache = _open_cache(cfg.run)
@@ -144,6 +160,15 @@ def embed_corpus(
                     cache.close()
         finally:
             provider.close()
+
+
+def _remove_stale_tmp(output: Path) -> None:
+    """Temp files of killed runs on this output (we hold its lock, so none is alive)."""
+    for stale in output.parent.glob(f".{output.name}.tmp-*"):
+        try:
+            stale.unlink()
+        except OSError:
+            log.warning(f"cannot remove stale temporary file {stale}")
 
 
 def _open_cache(run: RunConfig) -> Any:
@@ -328,6 +353,8 @@ class _Run:
             skipped_path=self.skipped_path if c.skipped else None,
             model=self.info.model,
             dim=self.info.dim,
+            provider_stats=_provider_stats(self.provider),
+            mixed_models="model" in self.extra_columns,
         )
         if not c.skipped and self.skipped_path.exists():
             self.skipped_path.unlink()
@@ -419,6 +446,9 @@ class _Run:
                     extras[name][i] = value
             self.counters.computed += len(rows)
             if self.write_cache and self._put_pool is not None:
+                # at most two batches computed but not yet committed: that is all a kill loses
+                while len(self._puts) >= 2:
+                    self._puts.pop(0).result()
                 self._puts.append(
                     self._put_pool.submit(
                         self.cache.put_many, self.fp_id, [keys[i] for i in rows], vecs
@@ -528,6 +558,11 @@ class _Run:
             columns["model"] = pa.array(extras["model"], type=pa.string())
         keep = w.docs.keep.take(pa.array(idx, type=pa.int64())) if w.docs.keep is not None else None
         self.writer.write(columns, vectors, keep)
+
+
+def _provider_stats(provider: Provider) -> dict[str, Any]:
+    members = getattr(provider, "members", [provider])
+    return {m.info.name: m.stats() for m in members if callable(getattr(m, "stats", None))}
 
 
 def _checked(vectors: Any, n: int, dim: int, name: str) -> np.ndarray:

@@ -37,7 +37,9 @@ def build_member(cfg: Config, name: str) -> Provider:
         raise ConfigError(f"run.providers: unknown provider {name!r}")
     if pcfg.kind == "onnx":
         return build_onnx(cfg, pcfg, name)
-    raise ConfigError(f"providers.{name}.kind: unsupported kind {pcfg.kind!r}")
+    from embedgen.providers.api_factory import build_api_provider
+
+    return build_api_provider(name, pcfg)
 
 
 def build_provider(cfg: Config) -> Provider:
@@ -51,6 +53,15 @@ def build_provider(cfg: Config) -> Provider:
         for m in members:
             m.close()
         raise
-    if len(members) == 1:
+    if len(members) == 1 and members[0].info.kind == "onnx":
         return members[0]
-    raise ConfigError("run.providers: fallback chains need the API providers module")
+    # Even a single API provider goes in a chain: when its breaker opens, the chain waits
+    # for it to half-open once, where a bare provider would fail the run at once.
+    from embedgen.providers.chain import FallbackChain
+
+    try:
+        return FallbackChain(members, cfg.run.allow_mixed_models)
+    except BaseException:
+        for m in members:
+            m.close()
+        raise

@@ -41,8 +41,10 @@ def model_fingerprint(
 ) -> str:
     """Everything that changes a vector of a local model, as one line."""
     sha = spec.sha256 or _file_identity(spec)
+    tokenizer = sha256_file(spec.tokenizer_path)
     return (
-        f"onnx|model={spec.name}|sha256={sha}|pooling={pooling}|normalize={normalize}"
+        f"onnx|model={spec.name}|sha256={sha}|tokenizer={tokenizer}"
+        f"|pooling={pooling}|normalize={normalize}"
         f"|dimensions={dimensions}|prefix={prefix!r}|max_tokens={max_tokens}|dtype={dtype}"
     )
 
@@ -100,6 +102,10 @@ class OnnxProvider(Provider):
         if self.choice.warning:
             log.warning(self.choice.warning)
         self.session = self._session(ort)
+        # Return arena memory after each run: without it the CPU arena keeps the largest
+        # batch's buffers and fragments, and resident memory creeps up over a long corpus.
+        self._run_options = ort.RunOptions()
+        self._run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         self._inputs = {i.name for i in self.session.get_inputs()}
         missing = self._inputs - {"input_ids", "attention_mask", "token_type_ids"}
         if "input_ids" not in self._inputs or missing:
@@ -246,7 +252,7 @@ class OnnxProvider(Provider):
         if self._sparse is not None:
             names += [o for o in self._sparse[2] if o not in names]
         try:
-            outs = self.session.run(names, feeds)
+            outs = self.session.run(names, feeds, self._run_options)
         except Exception as exc:
             raise ProviderError(f"onnxruntime failed on a batch of {n}: {exc}") from None
         vectors = self._pool(np.asarray(outs[0], dtype=np.float32), mask)
