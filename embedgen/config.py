@@ -85,6 +85,8 @@ class RunConfig(_Strict):
     cache_dir: str | None = None
     limit: int | None = Field(default=None, gt=0)
     log_file: str | None = None
+    max_cost_usd: float | None = Field(default=None, ge=0)
+    """A cap on this run's spend (``run --max-cost``), beside ``[budget] run_usd``."""
 
 
 class OnnxConfig(_Strict):

@@ -89,6 +89,9 @@ def run(
     sparse: bool = typer.Option(
         False, "--sparse", help="Add a `sparse` column of lexical weights (bge-m3 sparse head)."
     ),
+    max_cost: float | None = typer.Option(
+        None, "--max-cost", help="Stop (exit 3) before this run spends more than USD on APIs."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no summary."),
 ) -> None:
     """Embed a corpus into a Parquet file of chunk embeddings."""
@@ -114,6 +117,7 @@ def run(
         "cache_dir": str(cache_dir) if cache_dir else None,
         "use_cache": False if no_cache else None,
         "sparse": sparse or None,
+        "max_cost_usd": max_cost,
     }
     log_path = log_file or cfg.run.log_file
     handler = setup_log_file(log_path) if log_path else None

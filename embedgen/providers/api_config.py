@@ -23,28 +23,26 @@ class ModelFacts:
     max_tokens: int
     max_batch_inputs: int
     max_batch_tokens: int
-    price_per_mtok: float = 0.0
-    """USD per 1M input tokens (list price, 2025); the budget table may override it."""
 
 
 # Documented limits. OpenAI: 2,048 inputs, 8,192 tokens per input, 300,000 tokens per
 # request. Voyage: 1,000 inputs, 120k-1M tokens per request by model. Cohere: 96 inputs.
 KNOWN_MODELS: dict[str, ModelFacts] = {
-    "text-embedding-3-small": ModelFacts(1536, 8191, 2048, 300_000, 0.02),
-    "text-embedding-3-large": ModelFacts(3072, 8191, 2048, 300_000, 0.13),
-    "text-embedding-ada-002": ModelFacts(1536, 8191, 2048, 300_000, 0.10),
-    "voyage-3.5": ModelFacts(1024, 32_000, 1000, 320_000, 0.06),
-    "voyage-3.5-lite": ModelFacts(1024, 32_000, 1000, 1_000_000, 0.02),
-    "voyage-3": ModelFacts(1024, 32_000, 1000, 120_000, 0.06),
-    "voyage-3-lite": ModelFacts(512, 32_000, 1000, 120_000, 0.02),
-    "voyage-3-large": ModelFacts(1024, 32_000, 1000, 120_000, 0.18),
-    "voyage-code-3": ModelFacts(1024, 32_000, 1000, 120_000, 0.18),
-    "embed-v4.0": ModelFacts(1536, 8192, 96, 96 * 8192, 0.12),
-    "embed-english-v3.0": ModelFacts(1024, 512, 96, 96 * 512, 0.10),
-    "embed-multilingual-v3.0": ModelFacts(1024, 512, 96, 96 * 512, 0.10),
-    "embed-english-light-v3.0": ModelFacts(384, 512, 96, 96 * 512, 0.10),
-    "embed-multilingual-light-v3.0": ModelFacts(384, 512, 96, 96 * 512, 0.10),
-    "mistral-embed": ModelFacts(1024, 8192, 512, 16_384, 0.10),
+    "text-embedding-3-small": ModelFacts(1536, 8191, 2048, 300_000),
+    "text-embedding-3-large": ModelFacts(3072, 8191, 2048, 300_000),
+    "text-embedding-ada-002": ModelFacts(1536, 8191, 2048, 300_000),
+    "voyage-3.5": ModelFacts(1024, 32_000, 1000, 320_000),
+    "voyage-3.5-lite": ModelFacts(1024, 32_000, 1000, 1_000_000),
+    "voyage-3": ModelFacts(1024, 32_000, 1000, 120_000),
+    "voyage-3-lite": ModelFacts(512, 32_000, 1000, 120_000),
+    "voyage-3-large": ModelFacts(1024, 32_000, 1000, 120_000),
+    "voyage-code-3": ModelFacts(1024, 32_000, 1000, 120_000),
+    "embed-v4.0": ModelFacts(1536, 8192, 96, 96 * 8192),
+    "embed-english-v3.0": ModelFacts(1024, 512, 96, 96 * 512),
+    "embed-multilingual-v3.0": ModelFacts(1024, 512, 96, 96 * 512),
+    "embed-english-light-v3.0": ModelFacts(384, 512, 96, 96 * 512),
+    "embed-multilingual-light-v3.0": ModelFacts(384, 512, 96, 96 * 512),
+    "mistral-embed": ModelFacts(1024, 8192, 512, 16_384),
 }
 
 # Per-kind limits when the model is not in the table (an open model behind a server).
@@ -81,6 +79,9 @@ class ApiConfigBase(Strict):
     recovery_timeout: float = Field(default=30.0, ge=0)
     success_threshold: int = Field(default=2, gt=0)
     price_per_mtok: float | None = Field(default=None, ge=0)
+    """USD per 1M input tokens; default: the built-in table (``embedgen models --prices``)."""
+    monthly_usd: float | None = Field(default=None, ge=0)
+    """This provider's own monthly cap; a batch it cannot pay goes to the next in the chain."""
     space: str | None = None
     """Embedding-space id; members of one fallback chain must share it."""
     tokenizer: str | None = None
@@ -136,10 +137,12 @@ class ApiConfigBase(Strict):
         )
 
     def price(self) -> float:
+        """USD per 1M input tokens: ``price_per_mtok`` if set, else the built-in table."""
         if self.price_per_mtok is not None:
             return self.price_per_mtok
-        f = self.facts()
-        return f.price_per_mtok if f else 0.0
+        from embedgen.budget.prices import list_price
+
+        return list_price(self.kind, self.model)
 
     def space_id(self) -> str:
         """``space`` if set, else ``family/model@dim`` (OpenAI and Azure share a family)."""
