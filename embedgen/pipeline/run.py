@@ -38,6 +38,8 @@ from embedgen.providers.base import Batch, EmbedResult, Provider
 
 log = logging.getLogger("embedgen")
 
+_RESULT_FIELD = {"sparse": "sparse", "model": "models"}
+"""Extra output column -> the EmbedResult field that fills it."""
 _ALIASES = {"threads": "num_threads", "model_path": "model"}
 
 
@@ -214,15 +216,12 @@ class _Run:
         self._skip_file: Any = None
         self.writer: OutputWriter | None = None
         tokenizer = provider.tokenizer()
+        limit = self.info.max_tokens
         self.chunker = Chunker(
             tokenizer,
-            max_tokens=self.run.max_tokens or self.info.max_tokens,
+            max_tokens=min(self.run.max_tokens or limit, limit),
             overlap=self.run.overlap,
         )
-        if self.run.max_tokens and self.run.max_tokens > self.info.max_tokens:
-            self.chunker = Chunker(
-                tokenizer, max_tokens=self.info.max_tokens, overlap=self.run.overlap
-            )
         self.overhead = tokenizer.overhead
         from embedgen.pipeline.cache import fingerprint_id
 
@@ -437,9 +436,7 @@ class _Run:
         for rows, result in self._results(chunks, batches):
             vecs = _checked(result.vectors, len(rows), self.info.dim, self.info.name)
             out[rows] = vecs
-            for name, values in (
-                (n, getattr(result, n if n == "sparse" else "models")) for n in extras
-            ):
+            for name, values in ((n, getattr(result, _RESULT_FIELD[n])) for n in extras):
                 if values is None or len(values) != len(rows):
                     raise ProviderError(f"{self.info.name} returned no {name} for a batch")
                 for i, value in zip(rows, values):
