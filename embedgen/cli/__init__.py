@@ -66,8 +66,10 @@ def _root(
 def _register() -> None:
     # One line per command module; each module defines `register(app)`.
     from embedgen.cli import (
+        budget_cmd,
         cache_cmd,
         config_cmd,
+        cost_cmd,
         doctor_cmd,
         download_cmd,
         run_cmd,
@@ -75,6 +77,8 @@ def _register() -> None:
     )
 
     for module in (run_cmd, config_cmd, cache_cmd, doctor_cmd, schedule_cmd, download_cmd):
+        module.register(app)
+    for module in (cost_cmd, budget_cmd):
         module.register(app)
 
 

@@ -141,8 +141,14 @@ def list_models(models_dir: Path | None = None) -> list[dict[str, Any]]:
 def models(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     models_dir: Path = typer.Option(None, "--models-dir", help="Where models live."),
+    prices: bool = typer.Option(
+        False, "--prices", help="Show the built-in API price table (USD per 1M tokens) instead."
+    ),
 ) -> None:
     """List known models with dim, max tokens, size and whether each is downloaded."""
+    if prices:
+        _print_prices(as_json)
+        return
     rows = list_models(models_dir)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
@@ -162,6 +168,40 @@ def models(
             r["licence"] or "",
         )
     Console(highlight=False).print(table)
+
+
+def _print_prices(as_json: bool) -> None:
+    """The dated price table of :mod:`embedgen.budget.prices`."""
+    from embedgen.budget.prices import PRICES_AS_OF, table_rows
+
+    rows = [
+        {
+            "provider": p.family,
+            "model": p.model,
+            "usd_per_mtok": p.usd_per_mtok,
+            "batch_usd_per_mtok": p.batch_usd_per_mtok,
+        }
+        for p in table_rows()
+    ]
+    if as_json:
+        typer.echo(json.dumps({"as_of": PRICES_AS_OF, "prices": rows}, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(
+        "provider", "model", "USD / 1M tokens", "batch API", title=f"prices as of {PRICES_AS_OF}"
+    )
+    for r in rows:
+        batch = r["batch_usd_per_mtok"]
+        table.add_row(str(r["provider"]), str(r["model"]), f"{r['usd_per_mtok']:g}",
+                      "-" if batch is None else f"{batch:g}")  # fmt: skip
+    table.add_row("local", "any ONNX model", "0", "-")
+    console = Console(highlight=False)
+    console.print(table)
+    console.print(
+        "Override per provider with price_per_mtok in its [providers.NAME] table.", markup=False
+    )
 
 
 def register(app: typer.Typer) -> None:

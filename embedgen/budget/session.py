@@ -1,0 +1,102 @@
+"""The budget of one ``embed_corpus`` run: what ``pipeline/run.py`` calls.
+
+::
+
+    budget = RunBudget.open(cfg, provider)      # provider under the budget, when priced
+    provider = budget.provider
+    try:
+        summary = _Run(...).execute()
+    except BudgetExceeded as exc:
+        raise budget.explain(exc, paths, cache) from None   # adds what remains to embed
+    finally:
+        budget.close(...)
+
+A run whose providers all cost nothing (local models, self-hosted servers without a
+price) gets no budget at all: no ledger reads or writes.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from embedgen.budget.prices import cost_pico, fmt_usd
+from embedgen.errors import BudgetExceeded
+
+if TYPE_CHECKING:
+    from embedgen.budget.caps import Budget
+    from embedgen.config import Config
+    from embedgen.providers.base import Provider
+
+log = logging.getLogger("embedgen")
+
+
+class RunBudget:
+    """The run's provider under its budget, and the run's spend."""
+
+    def __init__(self, cfg: Config, provider: Provider, budget: Budget | None) -> None:
+        self.cfg = cfg
+        self.budget = budget
+        self.raw = provider
+        if budget is None:
+            self.provider = provider
+        else:
+            from embedgen.budget.attach import attach
+
+            self.provider = attach(provider, budget)
+        self._closed = False
+
+    @classmethod
+    def open(cls, cfg: Config, provider: Provider) -> RunBudget:
+        """A budget when any member has a price; none (a pass-through) otherwise."""
+        members = getattr(provider, "members", [provider])
+        priced = any(m.info.price_per_mtok > 0 for m in members)
+        if not priced:
+            return cls(cfg, provider, None)
+        from embedgen.budget.caps import Budget
+
+        return cls(cfg, provider, Budget.from_config(cfg))
+
+    def lines(self) -> list[str]:
+        """Summary lines: what this run spent, per provider."""
+        b = self.budget
+        if b is None:
+            return []
+        per = ", ".join(f"{n} {fmt_usd(v)}" for n, v in sorted(b.run_spent.items()) if v)
+        return [f"spent:     {fmt_usd(b.run_total())}" + (f" ({per})" if per else "")]
+
+    def explain(self, exc: BudgetExceeded, paths: list[Path], cache: Any = None) -> BudgetExceeded:
+        """``exc`` with what remains to embed (uncached chunks, tokens) and its cost."""
+        try:
+            left = self._remaining(paths, cache)
+        except Exception as err:  # the stop message must not be lost to a counting error
+            log.warning(f"could not count what remains to embed: {err}")
+            return exc
+        return BudgetExceeded(f"{exc.args[0]}; {left}")
+
+    def close(self, status: str) -> None:
+        if self.budget is not None and not self._closed:
+            self._closed = True
+            self.budget.close(status)
+
+    def _remaining(self, paths: list[Path], cache: Any) -> str:
+        from embedgen.budget.estimate import count
+        from embedgen.budget.targets import Target
+
+        p = self.raw
+        info = p.info
+        window = min(self.cfg.run.max_tokens or info.max_tokens, info.max_tokens)
+        target = Target(info.name, info, p.tokenizer(), window, self.cfg.run.overlap)
+        counted = count(paths, [target], self.cfg, cache=cache, limit=self.cfg.run.limit)
+        tally = counted.tallies[info.name]
+        members = getattr(p, "members", [p])
+        costs = ", ".join(
+            f"{fmt_usd(cost_pico(tally.tokens, m.info.price_per_mtok))} at {m.info.name}"
+            for m in members
+        )
+        note = "" if cache is not None else " (the cache is off: a re-run starts over)"
+        return (
+            f"remaining: {tally.chunks - tally.cached:,} chunks, {tally.tokens:,} tokens, "
+            f"about {costs}{note}"
+        )

@@ -1,0 +1,105 @@
+"""``embedgen cost-estimate``: what a corpus would cost, and take, with each provider."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+
+def cost_estimate(
+    input: str = typer.Argument(..., help="Parquet or JSONL file, directory or glob."),
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="TOML config: providers, limits, prices, budget caps."
+    ),
+    provider: list[str] | None = typer.Option(
+        None,
+        "--provider",
+        "-p",
+        help="A provider of the config, or KIND:MODEL (openai:text-embedding-3-small, "
+        "voyage:voyage-3, local:default); repeatable [default: the config's providers, "
+        "else openai, voyage and the local default].",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    sample: int | None = typer.Option(
+        None, "--sample", min=1, help="Read only the first N documents and extrapolate."
+    ),
+    text_column: str | None = typer.Option(
+        None, "--text-column", help="Column with the text [default: text]."
+    ),
+    cache_dir: Path | None = typer.Option(
+        None, "--cache-dir", help="Vector cache whose chunks cost nothing [default: as run]."
+    ),
+) -> None:
+    """Count tokens with each provider's tokenizer and price them, minus cached chunks."""
+    from embedgen.budget.report import estimate_cost
+
+    report = estimate_cost(
+        input,
+        config=config,
+        providers=provider,
+        sample=sample,
+        text_column=text_column,
+        cache_dir=cache_dir,
+    )
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    _print(report)
+
+
+def _print(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from embedgen.budget.prices import PICO, fmt_usd
+
+    def money(v: float | None) -> str:
+        return "-" if v is None else fmt_usd(round(v * PICO))
+
+    title = f"{report['input']}: {report['documents']:,} documents"
+    if report["extrapolated"]:
+        title += f" (extrapolated from the first {report['sample_documents']:,})"
+    table = Table(
+        "provider", "model", "chunks", "tokens", "cached", "requests", "cost", "batch API",
+        "time", "fits budget", title=title,
+    )  # fmt: skip
+    for r in report["providers"]:
+        fits = {None: "no cap", True: "[green]yes[/]", False: "[red]no[/]"}[r["fits_budget"]]
+        table.add_row(
+            r["provider"],
+            r["model"],
+            f"{r['chunks']:,}",
+            f"{r['tokens']:,}" + ("*" if r["token_count"].startswith("estimate") else ""),
+            f"{r['cached_pct']:.1f}%",
+            "-" if r["requests"] is None else f"{r['requests']:,}",
+            money(r["cost_usd"]),
+            money(r["batch_cost_usd"]),
+            _duration(r["seconds"]),
+            fits,
+        )
+    console = Console(highlight=False)
+    console.print(table)
+    for r in report["providers"]:
+        console.print(
+            f"{r['provider']}: ${r['price_usd_per_mtok']:g}/1M tokens, tokens "
+            f"{r['token_count']}; time: {r['time_basis']}; budget: {r['budget_note']}",
+            markup=False,
+        )
+    if any(r["token_count"].startswith("estimate") for r in report["providers"]):
+        console.print("* estimated: no public tokenizer for this API; counted on the high side")
+    console.print(f"prices as of {report['prices_as_of']} (embedgen models --prices)")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f}s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def register(app: typer.Typer) -> None:
+    app.command("cost-estimate")(cost_estimate)
