@@ -184,13 +184,20 @@ class Budget:
             return self.stop_reason
 
     def exceeded(self, refused: dict[str, str], batch: Batch) -> BudgetExceeded:
-        """The error that stops the run: what was spent and why nothing else fits."""
-        reason = self.stop(refused)
-        spent = ", ".join(f"{n} {fmt_usd(v)}" for n, v in sorted(self.run_spent.items()) if v)
-        return BudgetExceeded(
-            f"stopped on budget: {reason}; spent {fmt_usd(self.run_total())} this run"
-            + (f" ({spent})" if spent else "")
-            + f", {fmt_usd(self.month_total())} this month; embedded chunks are cached, "
+        """The error that stops the run (its message is rebuilt by :meth:`message` at the end)."""
+        self.stop(refused)
+        return BudgetExceeded(self.message())
+
+    def message(self) -> str:
+        """Why the run stopped and what it spent, requests in flight included once settled."""
+        with self._lock:
+            spent = sum(self.run_spent.values())
+            per = ", ".join(f"{n} {fmt_usd(v)}" for n, v in sorted(self.run_spent.items()) if v)
+            month = sum(self._snapshot.month_spend(self._month()).values())
+        return (
+            f"stopped on budget: {self.stop_reason}; spent {fmt_usd(spent)} this run"
+            + (f" ({per})" if per else "")
+            + f", {fmt_usd(month)} this month; embedded chunks are cached, "
             "raise the cap and re-run to continue"
         )
 

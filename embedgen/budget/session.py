@@ -18,6 +18,7 @@ price) gets no budget at all: no ledger reads or writes.
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -68,12 +69,16 @@ class RunBudget:
 
     def explain(self, exc: BudgetExceeded, paths: list[Path], cache: Any = None) -> BudgetExceeded:
         """``exc`` with what remains to embed (uncached chunks, tokens) and its cost."""
+        if self.budget is None or self.budget.stop_reason is None:
+            return exc
+        # rebuilt now that requests in flight at the stop have settled
+        msg = self.budget.message()
+        kept = re.search(r" \(rows written so far are in .*\)$", str(exc.args[0]))
         try:
-            left = self._remaining(paths, cache)
+            msg += "; " + self._remaining(paths, cache)
         except Exception as err:  # the stop message must not be lost to a counting error
             log.warning(f"could not count what remains to embed: {err}")
-            return exc
-        return BudgetExceeded(f"{exc.args[0]}; {left}")
+        return BudgetExceeded(msg + (kept.group(0) if kept else ""))
 
     def close(self, status: str) -> None:
         if self.budget is not None and not self._closed:
