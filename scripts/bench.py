@@ -217,6 +217,25 @@ MEASUREMENTS: dict[str, Callable[[Setup, int, bool], tuple[Result, np.ndarray | 
 # --- report --------------------------------------------------------------------------
 
 
+COST_PROVIDERS = ("openai:text-embedding-3-small", "voyage:voyage-3", "cohere:embed-v4.0")
+
+
+def measure_cost_estimate(setup: Setup, repeat: int, warmup: bool) -> Result:
+    """``embedgen cost-estimate`` for three API providers over the whole input (no cache)."""
+    from embedgen.budget.report import estimate_cost
+
+    def run() -> Timed:
+        report = estimate_cost(
+            setup.input, providers=list(COST_PROVIDERS), cache_dir=setup.workdir / "no-cache"
+        )
+        rows = report["providers"]
+        details = {r["provider"]: {"tokens": r["tokens"], "cost_usd": r["cost_usd"]} for r in rows}
+        return rows[0]["chunks"], None, details
+
+    seconds, chunks, _, details = best_of(run, repeat, warmup)
+    return Result("cost-estimate (3 APIs)", chunks, seconds, details=details)
+
+
 def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
     a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
     b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
@@ -282,6 +301,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="[run] option for embed_corpus, e.g. batch_size=64 (repeatable)",
     )
+    parser.add_argument(
+        "--cost-estimate",
+        action="store_true",
+        help="also time cost-estimate for three API providers and compare it with embedgen",
+    )
     parser.add_argument("--json", nargs="?", const="-", help="write results as JSON (- stdout)")
     args = parser.parse_args(argv)
     if args.repeat < 1:
@@ -312,8 +336,17 @@ def main(argv: list[str] | None = None) -> int:
             for r in results:
                 if r.name in vectors:
                     r.agree = min_cosine(vectors[r.name], vectors["reference"])
+        if args.cost_estimate:
+            results.append(measure_cost_estimate(setup, args.repeat, args.warmup))
+            print(f"measured {results[-1].name}", file=sys.stderr)
 
     print(table(results))
+    by_name = {r.name: r for r in results if not r.note}
+    if args.cost_estimate and "embedgen" in by_name:
+        est, local = by_name["cost-estimate (3 APIs)"], by_name["embedgen"]
+        ratio = est.seconds / local.seconds
+        verdict = "meets" if ratio <= 0.2 else "misses"
+        print(f"cost-estimate / embedgen local embedding time: {ratio:.3f} ({verdict} <= 0.2)")
     if args.json:
         doc = {
             "input": str(args.input),
