@@ -248,7 +248,7 @@ def row(
         "cost_usd": usd(cost),
         "batch_price_usd_per_mtok": t.batch_usd_per_mtok,
         "batch_cost_usd": usd(batch_cost) if batch_cost is not None else None,
-        "seconds": round(seconds, 1),
+        "seconds": round(seconds, 3),
         "time_basis": basis,
         "fits_budget": fits,
         "budget_remaining_usd": usd(remaining) if remaining is not None else None,

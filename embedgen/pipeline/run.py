@@ -21,7 +21,7 @@ import numpy as np
 
 from embedgen import __version__
 from embedgen.config import Config, OnnxConfig, RunConfig, apply_overrides, load
-from embedgen.errors import ConfigError, EmbedgenError, ProviderError
+from embedgen.errors import BudgetExceeded, ConfigError, EmbedgenError, ProviderError
 from embedgen.pipeline.batch import plan_batches
 from embedgen.pipeline.chunk import Chunk, Chunker
 from embedgen.pipeline.progress import Counters, Progress
@@ -59,6 +59,8 @@ class RunSummary:
     provider_stats: dict[str, Any] = field(default_factory=dict)
     """Per API provider: requests, retries, failures, breaker openings, tokens, seconds."""
     mixed_models: bool = False
+    budget_lines: list[str] = field(default_factory=list)
+    """What the run spent, per provider (when any provider has a price)."""
 
     @property
     def chunks_per_s(self) -> float:
@@ -73,6 +75,7 @@ class RunSummary:
                 f"{st.breaker_openings:,} breaker openings, {st.tokens:,} tokens, "
                 f"{st.seconds:,.1f}s"
             )
+        out.extend(self.budget_lines)
         if self.mixed_models:
             out.append("warning: rows were embedded by different models (see the model column)")
         return out
@@ -153,14 +156,27 @@ def embed_corpus(
     with acquire_output_lock(out):
         _remove_stale_tmp(out)
         provider = build_provider(cfg)
+        budget: Any = None
+        status = "failed"
         try:
+            from embedgen.budget.session import RunBudget
+
+            budget = RunBudget.open(cfg, provider)
             cache = _open_cache(cfg.run)
             try:
-                return _Run(cfg, provider, paths, out, mode, cache).execute()
+                summary = _Run(cfg, budget.provider, paths, out, mode, cache).execute()
+                status = "finished"
+                summary.budget_lines = budget.lines()
+                return summary
+            except BudgetExceeded as exc:
+                status = "stopped on budget"
+                raise budget.explain(exc, paths, cache) from None
             finally:
                 if cache is not None:
                     cache.close()
         finally:
+            if budget is not None:
+                budget.close(status)
             provider.close()
 
 
@@ -476,8 +492,19 @@ class _Run:
         with ThreadPoolExecutor(workers, thread_name_prefix="embedgen-req") as pool:
             futures = [(rows, pool.submit(one, rows)) for rows in batches]
             try:
+                failure: EmbedgenError | None = None
                 for rows, fut in futures:
-                    yield rows, fut.result()
+                    if failure is not None and fut.cancel():
+                        continue
+                    try:
+                        result = fut.result()
+                    except EmbedgenError as exc:
+                        # batches already sent are paid for: let them reach the cache first
+                        failure = failure or exc
+                        continue
+                    yield rows, result
+                if failure is not None:
+                    raise failure
             finally:
                 for _, fut in futures:
                     fut.cancel()
