@@ -285,6 +285,23 @@ def _limited_input(path: Path, limit: int | None, workdir: Path) -> Path:
     return out
 
 
+def extra_sections(args: argparse.Namespace) -> None:
+    """The cache and API rate sections, each its own script, run in this same process."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    if args.cache:
+        import bench_cache
+
+        print("\n== cache (same input)")
+        print(bench_cache.report(bench_cache.measure(args.input, args.limit, args.model)))
+    if args.api_rate:
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+        import bench_api
+
+        print("\n== API rate limits (loopback OpenAI-protocol server)")
+        worst = bench_api.run(seconds=args.api_rate)
+        print(f"worst sustained/bound ratio: {worst:.2f} (target >= 0.85)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--input", type=Path, required=True, help="Parquet with a text column")
@@ -305,6 +322,17 @@ def main(argv: list[str] | None = None) -> int:
         "--cost-estimate",
         action="store_true",
         help="also time cost-estimate for three API providers and compare it with embedgen",
+    )
+    parser.add_argument(
+        "--cache",
+        action="store_true",
+        help="also run the cache section: cold, fully cached and 5%%-changed runs (bench_cache.py)",
+    )
+    parser.add_argument(
+        "--api-rate",
+        type=float,
+        metavar="SECONDS",
+        help="also run the API rate-limit section for SECONDS per scenario (bench_api.py)",
     )
     parser.add_argument("--json", nargs="?", const="-", help="write results as JSON (- stdout)")
     args = parser.parse_args(argv)
@@ -341,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"measured {results[-1].name}", file=sys.stderr)
 
     print(table(results))
+    extra_sections(args)
     by_name = {r.name: r for r in results if not r.note}
     if args.cost_estimate and "embedgen" in by_name:
         est, local = by_name["cost-estimate (3 APIs)"], by_name["embedgen"]
