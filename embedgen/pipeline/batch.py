@@ -4,23 +4,38 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+ATTENTION_FACTOR = 32
+"""A padded batch may hold ``max_tokens × ATTENTION_FACTOR`` in ``items × longest²``.
+
+Attention memory and time grow with the square of the input length, so long inputs go
+in smaller batches: with the default 8,192-token budget, 32 inputs of 64 tokens, 16 of
+128, 4 of 256, 1 of 512 and more. On 2 CPU cores this is both faster per input and keeps
+the peak memory of a run from depending on the longest inputs of its corpus.
+"""
+
 
 def plan_batches(
     lengths: Sequence[int], *, max_items: int, max_tokens: int, padded: bool
 ) -> list[list[int]]:
     """Index lists into ``lengths``, sorted by length, each within the limits.
 
-    ``padded``: a batch costs ``items × longest`` (a local model pads to the longest
-    input); otherwise it costs the sum of lengths (an API bills tokens).
+    ``padded``: a batch costs ``items × longest`` tokens and ``items × longest²`` attention
+    (a local model pads to the longest input); otherwise it costs the sum of lengths (an API
+    bills tokens). A single input longer than the budget still gets a batch of its own.
     """
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    attention = max_tokens * ATTENTION_FACTOR
     batches: list[list[int]] = []
     current: list[int] = []
     total = 0
     for i in order:
         length = lengths[i]
-        cost = (len(current) + 1) * length if padded else total + length
-        if current and (len(current) >= max_items or cost > max_tokens):
+        n = len(current) + 1
+        if padded:
+            over = n * length > max_tokens or n * length * length > attention
+        else:
+            over = total + length > max_tokens
+        if current and (len(current) >= max_items or over):
             batches.append(current)
             current, total = [], 0
         current.append(i)
