@@ -102,10 +102,6 @@ class OnnxProvider(Provider):
         if self.choice.warning:
             log.warning(self.choice.warning)
         self.session = self._session(ort)
-        # Return arena memory after each run: without it the CPU arena keeps the largest
-        # batch's buffers and fragments, and resident memory creeps up over a long corpus.
-        self._run_options = ort.RunOptions()
-        self._run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         self._inputs = {i.name for i in self.session.get_inputs()}
         missing = self._inputs - {"input_ids", "attention_mask", "token_type_ids"}
         if "input_ids" not in self._inputs or missing:
@@ -252,7 +248,7 @@ class OnnxProvider(Provider):
         if self._sparse is not None:
             names += [o for o in self._sparse[2] if o not in names]
         try:
-            outs = self.session.run(names, feeds, self._run_options)
+            outs = self.session.run(names, feeds)
         except Exception as exc:
             raise ProviderError(f"onnxruntime failed on a batch of {n}: {exc}") from None
         vectors = self._pool(np.asarray(outs[0], dtype=np.float32), mask)
