@@ -74,7 +74,7 @@ class RunConfig(_Strict):
     max_tokens: int | None = Field(default=None, gt=1)
     overlap: int = Field(default=0, ge=0)
     batch_size: int = Field(default=32, gt=0, le=4096)
-    batch_tokens: int = Field(default=8192, gt=0)
+    batch_tokens: int | None = Field(default=None, gt=0)
     sort_window: int = Field(default=2048, gt=0)
     dtype: Literal["float32", "float16"] = "float32"
     dimensions: int | None = Field(default=None, gt=0)
@@ -99,7 +99,7 @@ class OnnxConfig(_Strict):
     adapter_id: int = Field(default=0, ge=0)
     num_threads: int = Field(default=0, ge=0)
     inter_op_threads: int = Field(default=0, ge=0)
-    graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
+    graph_optimization: Literal["auto", "disable", "basic", "extended", "all"] = "auto"
     memory_limit: int | None = None
     force_cpu_fallback: bool = False
     warmup_batches: int = Field(default=1, ge=0)

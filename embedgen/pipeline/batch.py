@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-ATTENTION_FACTOR = 32
+ATTENTION_FACTOR = 256
 """A padded batch may hold ``max_tokens × ATTENTION_FACTOR`` in ``items × longest²``.
 
 Attention memory and time grow with the square of the input length, so long inputs go
-in smaller batches: with the default 8,192-token budget, 32 inputs of 64 tokens, 16 of
-128, 4 of 256, 1 of 512 and more. On 2 CPU cores this is both faster per input and keeps
-the peak memory of a run from depending on the longest inputs of its corpus.
+in smaller batches: with the CPU default of 1,024 padded tokens, 4 inputs of 256 tokens
+and 1 of 512 or more. This keeps the peak memory of a run from depending on the longest
+inputs of its corpus.
 """
 
 
