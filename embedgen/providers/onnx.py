@@ -9,7 +9,6 @@ default; ``dimensions`` truncates (Matryoshka) and renormalises.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -65,18 +64,6 @@ def _file_identity(spec: ModelSpec) -> str:
         and ("data" in p.name or p.suffix in ("", ".bin"))
     )
     return digest + ("+" + ",".join(extra) if extra else "")
-
-
-def _dynamically_quantized(path: Path) -> bool:
-    """True for a graph with dynamic int8 quantization (DynamicQuantizeLinear nodes).
-
-    onnxruntime's extended fusions make such graphs ~8% slower on CPU than basic
-    optimization (measured on all-MiniLM-L6-v2 int8), while fp32 graphs gain from them.
-    Op types are plain strings in the protobuf, so a byte search finds them.
-    """
-    if path.stat().st_size > 512 * 1024**2:
-        return False
-    return b"DynamicQuantizeLinear" in path.read_bytes()
 
 
 class OnnxProvider(Provider):
@@ -186,7 +173,7 @@ class OnnxProvider(Provider):
             so.inter_op_num_threads = self.cfg.inter_op_threads
         level = self.cfg.graph_optimization
         if level == "auto":
-            level = "basic" if _dynamically_quantized(self.spec.onnx_path) else "all"
+            level = self.spec.graph_optimization
         so.graph_optimization_level = ort.GraphOptimizationLevel(_OPT_LEVELS[level])
         so.log_severity_level = 3
         if self.choice.sequential:
