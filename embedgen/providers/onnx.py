@@ -171,7 +171,7 @@ class OnnxProvider(Provider):
             so.intra_op_num_threads = self.cfg.num_threads
         if self.cfg.inter_op_threads:
             so.inter_op_num_threads = self.cfg.inter_op_threads
-        level = self.cfg.graph_optimization
+        level: str = self.cfg.graph_optimization
         if level == "auto":
             level = self.spec.graph_optimization
         so.graph_optimization_level = ort.GraphOptimizationLevel(_OPT_LEVELS[level])
