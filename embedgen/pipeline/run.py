@@ -207,6 +207,24 @@ class _Window:
     documents: int
 
 
+@dataclass
+class _Held:
+    """A window looked up in the cache, waiting for its misses to be embedded."""
+
+    window: _Window
+    out: np.ndarray
+    extras: dict[str, list[Any]]
+    keys: list[bytes]
+    todo: list[int]
+    copies: list[tuple[int, int]]
+
+
+MIN_MISSES = 256
+"""Windows are held until this many chunks (at most half a sort window) need embedding, or
+MAX_HELD_CHUNKS are held: a cold run never holds, a mostly cached one batches fully."""
+MAX_HELD_CHUNKS = 16384
+
+
 class _Run:
     def __init__(
         self,
@@ -219,6 +237,9 @@ class _Run:
     ) -> None:
         self.cfg = cfg
         self.cache = cache
+        self._held: list[_Held] = []
+        self._held_misses = 0
+        self._held_chunks = 0
         self._puts: list[Future[Any]] = []
         self._put_pool: ThreadPoolExecutor | None = None
         self.run = cfg.run
@@ -336,6 +357,7 @@ class _Run:
                     raise item
                 self._process(item)
                 progress.update(self.counters)
+            self._flush()
             if self.writer is None:
                 self._open_writer(None)
             assert self.writer is not None
@@ -387,51 +409,75 @@ class _Run:
         self.counters.skipped += len(skips)
 
     def _process(self, w: _Window) -> None:
+        """Look a window up in the cache; embed and write held windows once enough misses."""
         self._record_skips(w.skips)
         if self.writer is None:
             self._open_writer(w)
-        vectors, extras = self._embed(w.chunks)
-        self._wait_puts()
-        self._write(w, vectors, extras)
-        c = self.counters
-        c.documents += w.documents
-        c.chunks += len(w.chunks)
-        c.tokens += sum(ch.tokens for ch in w.chunks)
+        held = self._lookup(w)
+        self._held.append(held)
+        self._held_misses += len(held.todo)
+        self._held_chunks += len(w.chunks)
+        enough = min(MIN_MISSES, max(1, self.run.sort_window // 2))
+        if self._held_misses >= enough or self._held_chunks >= MAX_HELD_CHUNKS:
+            self._flush()
 
-    def _embed(self, chunks: list[Chunk]) -> tuple[np.ndarray, dict[str, list[Any]]]:
-        """Vectors for a window's chunks: cache hits, then each distinct miss computed once.
-
-        ``extras`` holds per-chunk ``sparse`` weights and ``model`` names when asked for.
-        """
+    def _lookup(self, w: _Window) -> _Held:
+        """Cache hits of a window's chunks, and each distinct miss (the rest copy it)."""
         from embedgen.pipeline.cache import cache_keys
 
-        dim = self.info.dim
-        out = np.empty((len(chunks), dim), dtype=np.float32)
+        chunks = w.chunks
+        out = np.empty((len(chunks), self.info.dim), dtype=np.float32)
         extras: dict[str, list[Any]] = {name: [None] * len(chunks) for name in self.extra_columns}
+        held = _Held(w, out, extras, [], [], [])
         if not chunks:
-            return out, extras
-        keys = cache_keys(self.fp_id, [c.text for c in chunks])
-        hits = self.cache.get_many(self.fp_id, keys) if self.read_cache else None
+            return held
+        held.keys = cache_keys(self.fp_id, [c.text for c in chunks])
+        hits = self.cache.get_many(self.fp_id, held.keys) if self.read_cache else None
         first: dict[bytes, int] = {}
-        copies: list[tuple[int, int]] = []
-        todo: list[int] = []
-        for i, key in enumerate(keys):
+        for i, key in enumerate(held.keys):
             if hits is not None and hits[i] is not None:
                 out[i] = hits[i]
                 self.counters.cached += 1
             elif key in first:
-                copies.append((i, first[key]))
+                held.copies.append((i, first[key]))
             else:
                 first[key] = i
-                todo.append(i)
+                held.todo.append(i)
+        self.counters.cached += len(held.copies)
+        return held
+
+    def _flush(self) -> None:
+        """Embed the misses of every held window together, then write them in order.
+
+        Holding windows that are mostly cached lets an incremental run batch its few misses
+        as fully as a cold run does.
+        """
+        held, self._held = self._held, []
+        self._held_misses = self._held_chunks = 0
+        if not held:
+            return
+        chunks = [c for h in held for c in h.window.chunks]
+        keys = [k for h in held for k in h.keys]
+        starts = np.cumsum([0] + [len(h.window.chunks) for h in held]).tolist()
+        todo = [start + i for h, start in zip(held, starts) for i in h.todo]
+        out = np.concatenate([h.out for h in held]) if len(held) > 1 else held[0].out
+        extras = {n: [v for h in held for v in h.extras[n]] for n in self.extra_columns}
         if todo:
             self._compute(chunks, keys, todo, out, extras)
-        for i, j in copies:
-            out[i] = out[j]
-            for values in extras.values():
-                values[i] = values[j]
-        self.counters.cached += len(copies)
-        return out, extras
+        self._wait_puts()
+        for h, start in zip(held, starts):
+            end = start + len(h.window.chunks)
+            vectors = out[start:end]
+            window_extras = {n: values[start:end] for n, values in extras.items()}
+            for i, j in h.copies:
+                vectors[i] = vectors[j]
+                for values in window_extras.values():
+                    values[i] = values[j]
+            self._write(h.window, vectors, window_extras)
+            c = self.counters
+            c.documents += h.window.documents
+            c.chunks += len(h.window.chunks)
+            c.tokens += sum(ch.tokens for ch in h.window.chunks)
 
     def _compute(
         self,
