@@ -127,23 +127,9 @@ def build_target(cfg: Config, name: str, pcfg: Any) -> Target:
 
 def offline_api_provider(name: str, pcfg: Any) -> Provider:
     """The API provider of ``pcfg`` with no key: metadata and tokenizer, never a request."""
-    from embedgen.providers.cohere import CohereProvider
-    from embedgen.providers.http_base import HttpProvider
-    from embedgen.providers.openai_api import AzureProvider, OpenAIProvider
-    from embedgen.providers.voyage import VoyageProvider
+    from embedgen.providers.api_factory import provider_class
 
-    classes: dict[str, type[HttpProvider]] = {
-        "openai": OpenAIProvider,
-        "openai_compatible": OpenAIProvider,
-        "mistral": OpenAIProvider,
-        "azure": AzureProvider,
-        "voyage": VoyageProvider,
-        "cohere": CohereProvider,
-    }
-    cls = classes.get(pcfg.kind)
-    if cls is None:
-        raise ConfigError(f"providers.{name}.kind: {pcfg.kind!r} is not a hosted API kind")
-    return cls(name, pcfg, None)
+    return provider_class(name, pcfg)(name, pcfg, None)
 
 
 def _chunk_tokens(cfg: Config, info: ProviderInfo) -> int:

@@ -10,6 +10,7 @@ from embedgen.redact import Secret
 
 if TYPE_CHECKING:
     from embedgen.providers.api_config import ApiConfigBase
+    from embedgen.providers.http_base import HttpProvider
     from embedgen.providers.reliable import ReliableProvider
 
 
@@ -27,12 +28,10 @@ def read_key(name: str, cfg: ApiConfigBase) -> Secret | None:
     return Secret(value)
 
 
-def build_api_provider(name: str, cfg: ApiConfigBase) -> ReliableProvider:
-    """The provider named ``name``, wrapped in limits, retries and a circuit breaker."""
+def provider_class(name: str, cfg: ApiConfigBase) -> type[HttpProvider]:
+    """The HTTP provider class that speaks ``cfg.kind``'s protocol."""
     from embedgen.providers.cohere import CohereProvider
-    from embedgen.providers.http_base import HttpProvider
     from embedgen.providers.openai_api import AzureProvider, OpenAIProvider
-    from embedgen.providers.reliable import Reliability, ReliableProvider
     from embedgen.providers.voyage import VoyageProvider
 
     classes: dict[str, type[HttpProvider]] = {
@@ -46,7 +45,14 @@ def build_api_provider(name: str, cfg: ApiConfigBase) -> ReliableProvider:
     cls = classes.get(cfg.kind)
     if cls is None:
         raise ConfigError(f"providers.{name}.kind: {cfg.kind!r} is not a hosted API kind")
-    inner = cls(name, cfg, read_key(name, cfg))
+    return cls
+
+
+def build_api_provider(name: str, cfg: ApiConfigBase) -> ReliableProvider:
+    """The provider named ``name``, wrapped in limits, retries and a circuit breaker."""
+    from embedgen.providers.reliable import Reliability, ReliableProvider
+
+    inner = provider_class(name, cfg)(name, cfg, read_key(name, cfg))
     settings = Reliability(
         rpm=cfg.rpm,
         tpm=cfg.tpm,
