@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 _SUBJECTS = [
     "The committee", "A small bakery", "Our neighbour", "The river", "This library",
@@ -90,3 +94,14 @@ def assert_same_output(path: Path, reference: Path, *, atol: float = 1e-6) -> No
     for name in OUTPUT_COLUMNS:
         assert cols[name] == ref_cols[name], f"column {name} differs from {reference.name}"
     assert max_diff(vecs, ref_vecs) <= atol
+
+
+def mount_tmpfs(target: Path, options: str) -> None:
+    """Mount a small tmpfs at ``target`` (skips the test where that needs root we lack)."""
+    if sys.platform != "linux" or os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root on Linux")
+    target.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)],
+                          capture_output=True)  # fmt: skip
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")

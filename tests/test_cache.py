@@ -23,6 +23,7 @@ from embedgen.pipeline.cache import (
     default_cache_dir,
     fingerprint_id,
 )
+from tests.cache_corpus import mount_tmpfs
 
 DIM = 16
 SMALL_MAP = 64 * 1024
@@ -343,16 +344,6 @@ def test_cache_path_under_a_file_is_a_cache_error(tmp_path: Path) -> None:
         _open(blocker / "cache")
 
 
-def _mount_tmpfs(target: Path, options: str) -> None:
-    if sys.platform != "linux" or os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root on Linux")
-    target.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)],
-                          capture_output=True)  # fmt: skip
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-
-
 def _umount(target: Path) -> None:
     subprocess.run(["umount", str(target)], check=True)
 
@@ -365,7 +356,7 @@ def test_read_only_directory_is_a_cache_error(tmp_path: Path) -> None:
         if os.access(target, os.W_OK):
             pytest.skip("this user can write a mode 500 directory")
     else:
-        _mount_tmpfs(target, "ro,size=1m")
+        mount_tmpfs(target, "ro,size=1m")
     try:
         for where in (target, target / "sub"):
             with pytest.raises(CacheError, match="is not writable; set --cache-dir"):
@@ -387,7 +378,7 @@ def _fill(c: VectorCache) -> None:
 
 def test_full_disk_is_a_cache_error(tmp_path: Path) -> None:
     target = tmp_path / "small"
-    _mount_tmpfs(target, "size=512k")
+    mount_tmpfs(target, "size=512k")
     try:
         with (
             _open(target / "cache", initial_map_size=SMALL_MAP) as c,

@@ -20,6 +20,7 @@ from embedgen.pipeline.cache import cache_key, fingerprint_id
 from tests.cache_corpus import (
     assert_same_output,
     max_diff,
+    mount_tmpfs,
     read_output,
     sentences,
     write_corpus,
@@ -301,16 +302,6 @@ def test_a_cache_dir_that_cannot_be_created_is_a_one_line_error(tmp_path: Path) 
     assert blocker.read_text(encoding="utf-8") == "not a directory"
 
 
-def _mount_tmpfs(target: Path, options: str) -> None:
-    if sys.platform != "linux" or os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root on Linux")
-    target.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)],
-                          capture_output=True)  # fmt: skip
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-
-
 def _one_line_error(output: str) -> str:
     lines = [line for line in output.splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in output, output
@@ -320,7 +311,7 @@ def _one_line_error(output: str) -> str:
 def test_a_read_only_cache_dir_is_a_one_line_error(tmp_path: Path) -> None:
     src = corpus(tmp_path, 4)
     target = tmp_path / "ro"
-    _mount_tmpfs(target, "ro,size=1m")
+    mount_tmpfs(target, "ro,size=1m")
     try:
         out = tmp_path / "out.parquet"
         result = runner.invoke(app, ["run", str(src), "-o", str(out), "--cache-dir",
@@ -339,7 +330,7 @@ def test_a_full_cache_disk_stops_the_run_keeping_finished_rows(tmp_path: Path) -
     src = write_corpus(tmp_path / "c.parquet", [f"d{i}" for i in range(n)], texts)
     config = _config(tmp_path, "small", "[run]\nsort_window = 16\n")
     target = tmp_path / "small"
-    _mount_tmpfs(target, "size=256k")  # room for about 120 vectors of 1.5 KiB
+    mount_tmpfs(target, "size=256k")  # room for about 120 vectors of 1.5 KiB
     try:
         out = tmp_path / "out.parquet"
         args = ["run", str(src), "-o", str(out), "--config", str(config), "--id-column", "doc",
