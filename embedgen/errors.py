@@ -14,7 +14,8 @@
     │   └── FatalProviderError             a failure retrying cannot fix (400/401/403/404/422)
     ├── BudgetExceeded            exit 3   no provider's budget covers the remaining work
     ├── SkippedDocuments          exit 4   finished, but some documents were skipped
-    └── LockHeld                  exit 5   another run holds the output lock
+    ├── LockHeld                  exit 5   another run holds the output lock
+    └── BatchesPending            exit 6   batch jobs submitted; run the same command again to collect
 
 Every error carries a one-line message that says what went wrong and what to do.
 """
@@ -76,9 +77,16 @@ class LockHeld(EmbedgenError):
     exit_code = 5
 
 
+class BatchesPending(EmbedgenError):
+    """Batch jobs were submitted (``--no-wait``) or are still running; re-run to collect."""
+
+    exit_code = 6
+
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_BUDGET = 3
 EXIT_SKIPPED = 4
 EXIT_LOCKED = 5
+EXIT_PENDING = 6
