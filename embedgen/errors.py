@@ -15,7 +15,7 @@
     ├── BudgetExceeded            exit 3   no provider's budget covers the remaining work
     ├── SkippedDocuments          exit 4   finished, but some documents were skipped
     ├── LockHeld                  exit 5   another run holds the output lock
-    └── BatchesPending            exit 6   batch jobs submitted; run the same command again to collect
+    └── BatchesPending            exit 6   batches submitted; run the same command to collect
 
 Every error carries a one-line message that says what went wrong and what to do.
 """
