@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from embedgen.errors import EmbedgenError
+from embedgen.util.sizes import format_bytes
 
 Status = Literal["pass", "warn", "fail"]
 MIN_FREE_BYTES = 1024**3
@@ -302,7 +303,8 @@ def check_model_folder(folder: Path, *, verify_hashes: bool = False) -> Check:
         fix = f"re-download it: embedgen download {folder.name} --force"
         return Check(name, "fail", f"{problems[0]}{more}; {fix}")
     how = "sizes and sha256" if verify_hashes else "sizes (--verify-hashes checks sha256)"
-    return Check(name, "pass", f"{len(manifest.files)} files, {_size(total)}, verified {how}")
+    shown = format_bytes(total)
+    return Check(name, "pass", f"{len(manifest.files)} files, {shown}, verified {how}")
 
 
 def check_configured_model(cfg: Any) -> Check:
@@ -318,7 +320,7 @@ def check_configured_model(cfg: Any) -> Check:
 
 def default_cache_dir(cfg: Any) -> Path:
     """The cache folder a run with ``cfg`` uses: ``run.cache_dir``, else the default."""
-    from embedgen.pipeline.cache import resolve_cache_dir
+    from embedgen.cache import resolve_cache_dir
 
     return resolve_cache_dir(cfg.run.cache_dir)
 
@@ -344,8 +346,8 @@ def check_dir(name: str, path: Path, min_free: int = MIN_FREE_BYTES) -> Check:
     free = shutil.disk_usage(existing).free
     note = "" if existing == path else " (will be created)"
     if free < min_free:
-        return Check(name, "warn", f"{path}{note}: only {_size(free)} free")
-    return Check(name, "pass", f"{path}{note}: writable, {_size(free)} free")
+        return Check(name, "warn", f"{path}{note}: only {format_bytes(free)} free")
+    return Check(name, "pass", f"{path}{note}: writable, {format_bytes(free)} free")
 
 
 def check_api_keys(cfg: Any, environ: Mapping[str, str]) -> list[Check]:
@@ -396,11 +398,3 @@ def check_config(path: Path | None) -> tuple[list[Check], Any]:
 def worst(checks: Iterable[Check]) -> Status:
     statuses = {c.status for c in checks}
     return "fail" if "fail" in statuses else "warn" if "warn" in statuses else "pass"
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"

@@ -15,14 +15,15 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from embedgen.errors import CacheError, UsageError
-from embedgen.pipeline.cache import (
+from embedgen.cache import (
+    CacheAdmin,
     VectorCache,
     cache_key,
     cache_keys,
     default_cache_dir,
     fingerprint_id,
 )
+from embedgen.errors import CacheError, UsageError
 from tests.cache_corpus import mount_tmpfs
 
 DIM = 16
@@ -37,8 +38,8 @@ def _vectors(n: int, dim: int = DIM, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
 
 
-def _open(path: Path, **kwargs: object) -> VectorCache:
-    return VectorCache.open(path, **kwargs)  # type: ignore[arg-type]
+def _open(path: Path, **kwargs: object) -> CacheAdmin:
+    return CacheAdmin.open(path, **kwargs)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -94,7 +95,7 @@ def test_default_cache_dir_follows_env(monkeypatch: pytest.MonkeyPatch, tmp_path
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
-def test_round_trip(cache: VectorCache, dtype: str) -> None:
+def test_round_trip(cache: CacheAdmin, dtype: str) -> None:
     fp = _fp(dtype)
     cache.register_model(fp, f"desc {dtype}", "mini", DIM, dtype)
     keys = cache_keys(fp, [f"text {i}" for i in range(50)])
@@ -110,7 +111,7 @@ def test_round_trip(cache: VectorCache, dtype: str) -> None:
     assert row.model is not None and row.model.name == "mini"
 
 
-def test_misses_and_partial_hits(cache: VectorCache) -> None:
+def test_misses_and_partial_hits(cache: CacheAdmin) -> None:
     fp = _fp()
     keys = cache_keys(fp, ["a", "b", "c"])
     assert cache.get_many(fp, keys) == [None, None, None]  # model not even registered
@@ -121,7 +122,7 @@ def test_misses_and_partial_hits(cache: VectorCache) -> None:
     assert cache.bad_reads == 0
 
 
-def test_different_fingerprints_never_share_entries(cache: VectorCache) -> None:
+def test_different_fingerprints_never_share_entries(cache: CacheAdmin) -> None:
     fp_a, fp_b = _fp("a"), _fp("b")
     cache.register_model(fp_a, "a", "a", DIM)
     cache.register_model(fp_b, "b", "b", DIM)
@@ -132,7 +133,7 @@ def test_different_fingerprints_never_share_entries(cache: VectorCache) -> None:
         cache.get_many(fp_b, cache_keys(fp_a, texts))
 
 
-def test_put_checks_shape_and_skips_rows_not_finite(cache: VectorCache) -> None:
+def test_put_checks_shape_and_skips_rows_not_finite(cache: CacheAdmin) -> None:
     fp = _fp()
     keys = cache_keys(fp, ["a", "b"])
     with pytest.raises(ValueError, match="register_model"):
@@ -147,7 +148,7 @@ def test_put_checks_shape_and_skips_rows_not_finite(cache: VectorCache) -> None:
     assert cache.get_many(fp, keys) == [None, None]
 
 
-def test_register_model_refuses_a_changed_dim(cache: VectorCache) -> None:
+def test_register_model_refuses_a_changed_dim(cache: CacheAdmin) -> None:
     fp = _fp()
     first = cache.register_model(fp, "d", "m", DIM)
     assert cache.register_model(fp, "d", "m", DIM).created == first.created
@@ -155,7 +156,7 @@ def test_register_model_refuses_a_changed_dim(cache: VectorCache) -> None:
         cache.register_model(fp, "d", "m", DIM * 2)
 
 
-def test_record_run_and_last_run(cache: VectorCache) -> None:
+def test_record_run_and_last_run(cache: CacheAdmin) -> None:
     fp = _fp()
     cache.register_model(fp, "d", "mini", DIM)
     assert cache.last_run() is None
@@ -279,7 +280,7 @@ _WORKER = textwrap.dedent(
     """
     import json, sys
     import numpy as np
-    from embedgen.pipeline.cache import VectorCache, cache_keys, fingerprint_id
+    from embedgen.cache import VectorCache, cache_keys, fingerprint_id
 
     path, name, batches, size = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     fp = fingerprint_id("onnx|shared")
@@ -394,7 +395,7 @@ _FSIZE_WORKER = textwrap.dedent(
     import resource, signal, sys
     import numpy as np
     from embedgen.errors import CacheError
-    from embedgen.pipeline.cache import VectorCache, cache_keys, fingerprint_id
+    from embedgen.cache import VectorCache, cache_keys, fingerprint_id
 
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     resource.setrlimit(resource.RLIMIT_FSIZE, (512 * 1024, 512 * 1024))
@@ -581,7 +582,7 @@ _KILLED_WRITER = textwrap.dedent(
     """
     import os, signal, sys
     import numpy as np
-    from embedgen.pipeline.cache import VectorCache, cache_keys, fingerprint_id
+    from embedgen.cache import VectorCache, cache_keys, fingerprint_id
 
     fp = fingerprint_id("onnx|shared")
     c = VectorCache.open(sys.argv[1])

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from embedgen.cache import cache_key, fingerprint_id
 from embedgen.cli import app
-from embedgen.pipeline.cache import cache_key, fingerprint_id
 from tests.cache_corpus import (
     assert_same_output,
     max_diff,

@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from embedgen.cache import CacheAdmin
 from embedgen.cli import app
 from embedgen.errors import CacheError
 from embedgen.lock import StaleLockWarning
-from embedgen.pipeline.cache import VectorCache
 from tests.cache_corpus import assert_same_output, sentences, write_corpus
 
 pytestmark = [
@@ -123,7 +123,7 @@ def _committed(cache_dir: Path) -> int:
     if not (cache_dir / "data.mdb").is_file():
         return 0
     try:
-        with VectorCache.open(cache_dir, readonly=True) as cache:
+        with CacheAdmin.open(cache_dir, readonly=True) as cache:
             return sum(s.entries for s in cache.stats())
     except CacheError:  # created but its databases not yet: nothing committed
         return 0

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 if TYPE_CHECKING:
-    from embedgen.pipeline.cache import ModelStats
+    from embedgen.cache import ModelStats
 
 cache_app = typer.Typer(
     name="cache",
@@ -27,22 +27,13 @@ def register(app: typer.Typer) -> None:
 
 
 def _where(cache_dir: Path | None) -> Path:
-    from embedgen.pipeline.cache import resolve_cache_dir
+    from embedgen.cache import resolve_cache_dir
 
     return resolve_cache_dir(cache_dir)
 
 
 def _exists(path: Path) -> bool:
     return (path / "data.mdb").is_file()
-
-
-def _size(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GiB"  # pragma: no cover
 
 
 @cache_app.command("path")
@@ -59,13 +50,13 @@ def stats_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Entries and bytes per model, and the hit rate of the last run."""
-    from embedgen.pipeline.cache import VectorCache
+    from embedgen.cache import CacheAdmin
 
     path = _where(cache_dir)
     rows: list[ModelStats] = []
     last: dict[str, Any] | None = None
     if _exists(path):
-        with VectorCache.open(path, readonly=True) as cache:
+        with CacheAdmin.open(path, readonly=True) as cache:
             rows, last = cache.stats(), cache.last_run()
     if as_json:
         models = [_row_json(r) for r in rows]
@@ -92,6 +83,8 @@ def _print_stats(path: Path, rows: list[ModelStats], last: dict[str, Any] | None
     from rich.console import Console
     from rich.table import Table
 
+    from embedgen.util.sizes import format_bytes
+
     console = Console(highlight=False)
     if not rows:
         console.print(f"cache at {path}: empty", markup=False)
@@ -109,7 +102,7 @@ def _print_stats(path: Path, rows: list[ModelStats], last: dict[str, Any] | None
                 str(m.dim) if m else "?",
                 m.dtype if m else "?",
                 f"{row.entries:,}",
-                _size(row.bytes),
+                format_bytes(row.bytes),
             )
         console.print(table)
     if last is not None:
@@ -131,14 +124,14 @@ def verify_cmd(
 
     Exits 1 when bad entries remain (run again with --fix to remove them).
     """
+    from embedgen.cache import CacheAdmin
     from embedgen.cli.output import error
-    from embedgen.pipeline.cache import VectorCache
 
     path = _where(cache_dir)
     if not _exists(path):
         typer.echo(f"no cache at {path}; nothing to verify")
         return
-    with VectorCache.open(path, readonly=not fix) as cache:
+    with CacheAdmin.open(path, readonly=not fix) as cache:
         report = cache.verify(fix=fix)
     reasons = ", ".join(f"{n} {why}" for why, n in sorted(report.reasons.items()))
     line = f"checked {report.checked:,} entries in {path}: {report.bad:,} bad"
@@ -161,14 +154,14 @@ def clear_cmd(
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
 ) -> None:
     """Remove every cached vector, or one model's."""
+    from embedgen.cache import CacheAdmin
     from embedgen.errors import UsageError
-    from embedgen.pipeline.cache import VectorCache
 
     path = _where(cache_dir)
     if not _exists(path):
         typer.echo(f"no cache at {path}; nothing to clear")
         return
-    with VectorCache.open(path) as cache:
+    with CacheAdmin.open(path) as cache:
         what, names = "every cached vector", []
         if model is not None:
             names = sorted(

@@ -1,0 +1,168 @@
+"""Cache maintenance for ``embedgen cache``: stats, verify, clear and finding a model.
+
+:class:`CacheAdmin` is a :class:`~embedgen.cache.store.VectorCache` with the operations
+that scan or delete whole key ranges; a run never needs them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+from embedgen.cache.keys import ID_BYTES, KEY_BYTES
+from embedgen.cache.records import DTYPES, ModelInfo, ModelStats, VerifyReport
+from embedgen.cache.store import VectorCache
+from embedgen.errors import UsageError
+
+_DELETE_CHUNK = 20_000
+
+
+class CacheAdmin(VectorCache):
+    """A cache handle that can also report on, check and clear the whole cache."""
+
+    def stats(self) -> list[ModelStats]:
+        """Entries and bytes per fingerprint id, registered models first by name."""
+
+        def read(txn: Any) -> list[ModelStats]:
+            models = {m.fingerprint_id: m for m in _iter_models(txn, self._shared.models)}
+            counts: dict[bytes, list[int]] = {fp: [0, 0] for fp in models}
+            last, acc = b"", [0, 0]
+            for key, value in txn.cursor(db=self._shared.vectors):
+                if key[:ID_BYTES] != last:
+                    last = bytes(key[:ID_BYTES])
+                    acc = counts.setdefault(last, [0, 0])
+                acc[0] += 1
+                acc[1] += len(value)
+            return [ModelStats(fp, models.get(fp), n, b) for fp, (n, b) in counts.items()]
+
+        rows = self._txn(read, buffers=True)
+        return sorted(rows, key=lambda s: (s.model is None, s.model.name if s.model else "",
+                                           s.fingerprint_id))  # fmt: skip
+
+    def verify(self, *, fix: bool = False) -> VerifyReport:
+        """Check every value decodes to a finite vector of its model's dim; ``fix`` removes bad."""
+        report = VerifyReport()
+
+        def scan(txn: Any) -> list[bytes]:
+            models: dict[bytes, ModelInfo | None] = {}
+            for fp, raw in txn.cursor(db=self._shared.models):
+                models[bytes(fp)] = ModelInfo.from_json(bytes(fp), raw)
+            report.bad_models = sum(1 for m in models.values() if m is None)
+            bad: list[bytes] = []
+            for key, value in txn.cursor(db=self._shared.vectors):
+                report.checked += 1
+                reason = _problem(key, value, models)
+                if reason:
+                    report.add(reason)
+                    bad.append(bytes(key))
+            return bad
+
+        bad = self._txn(scan, buffers=True)
+        if not fix:
+            return report
+        for start in range(0, len(bad), _DELETE_CHUNK):
+            chunk = bad[start : start + _DELETE_CHUNK]
+            report.removed += self._txn(partial(self._delete_bad, keys=chunk), write=True)
+        if report.bad_models:
+            self._txn(self._delete_bad_models, write=True)
+        return report
+
+    def _delete_bad(self, txn: Any, *, keys: list[bytes]) -> int:
+        """Delete keys still bad inside this write transaction (another process may fix them)."""
+        models: dict[bytes, ModelInfo | None] = {}
+        removed = 0
+        for key in keys:
+            fp = key[:ID_BYTES]
+            if len(key) == KEY_BYTES and fp not in models:
+                models[fp] = self._model_in(txn, fp)
+            value = txn.get(key, db=self._shared.vectors)
+            if value is None or _problem(key, value, models) is None:
+                removed += 1  # gone or rewritten meanwhile: no longer bad
+                continue
+            removed += bool(txn.delete(key, db=self._shared.vectors))
+        return removed
+
+    def _delete_bad_models(self, txn: Any) -> None:
+        for fp, raw in list(txn.cursor(db=self._shared.models)):
+            if ModelInfo.from_json(fp, raw) is None:
+                txn.delete(fp, db=self._shared.models)
+
+    def clear(self, model: str | None = None) -> int:
+        """Remove every entry, or one model's (by registered name or fingerprint hex prefix).
+
+        Returns the number of vectors removed. An unknown model is a UsageError.
+        """
+        if model is None:
+
+            def drop(txn: Any) -> int:
+                count = int(txn.stat(self._shared.vectors)["entries"])
+                for db in (self._shared.vectors, self._shared.models, self._shared.meta):
+                    txn.drop(db, delete=False)
+                return count
+
+            removed = self._txn(drop, write=True)
+            self._models.clear()
+            return removed
+        removed = 0
+        for info in self.match(model):
+            step = partial(self._delete_range, fingerprint=info.fingerprint_id)
+            while True:  # bounded: each step removes _DELETE_CHUNK entries or finishes
+                n = self._txn(step, write=True)
+                removed += n
+                if n < _DELETE_CHUNK:
+                    break
+            self._models.pop(info.fingerprint_id, None)
+        return removed
+
+    def _delete_range(self, txn: Any, fingerprint: bytes) -> int:
+        """Delete up to _DELETE_CHUNK entries of a model; with the last ones, its record."""
+        removed = 0
+        with txn.cursor(db=self._shared.vectors) as cursor:
+            found = cursor.set_range(fingerprint)
+            while found and removed < _DELETE_CHUNK and cursor.key()[:ID_BYTES] == fingerprint:
+                found = cursor.delete()
+                removed += 1
+        if removed < _DELETE_CHUNK:
+            txn.delete(fingerprint, db=self._shared.models)
+        return removed
+
+    def match(self, model: str) -> list[ModelInfo]:
+        """Registered models named ``model``, or the one whose fingerprint starts with it."""
+        models = self.models()
+        named = [m for m in models if m.name == model]
+        if named:
+            return named
+        prefix = model.lower()
+        if len(prefix) >= 4 and all(c in "0123456789abcdef" for c in prefix):
+            hexed = [m for m in models if m.fingerprint_id.hex().startswith(prefix)]
+            if len(hexed) > 1:
+                raise UsageError(f"fingerprint prefix {model} matches {len(hexed)} models in "
+                                 "the cache; give more hex digits")  # fmt: skip
+            if hexed:
+                return hexed
+        raise UsageError(f"no model {model!r} in the cache at {self.path}; "
+                         "see `embedgen cache stats` for names and fingerprints")  # fmt: skip
+
+
+def _iter_models(txn: Any, db: Any) -> Iterator[ModelInfo]:
+    for fp, raw in txn.cursor(db=db):
+        info = ModelInfo.from_json(bytes(fp), raw)
+        if info is not None:
+            yield info
+
+
+def _problem(key: Any, value: Any, models: dict[bytes, ModelInfo | None]) -> str | None:
+    """Why a stored entry is bad, or None when it decodes to a finite vector of its dim."""
+    if len(key) != KEY_BYTES:
+        return "bad key"
+    info = models.get(bytes(key[:ID_BYTES]))
+    if info is None:
+        return "unknown model"
+    if len(value) != info.nbytes:
+        return "wrong size"
+    if not np.isfinite(np.frombuffer(value, DTYPES[info.dtype])).all():
+        return "not finite"
+    return None

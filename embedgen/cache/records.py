@@ -1,0 +1,73 @@
+"""What the cache stores and reports about models: plain frozen records."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+DTYPES: dict[str, type[np.floating[Any]]] = {"float32": np.float32, "float16": np.float16}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A model registered in the cache."""
+
+    fingerprint_id: bytes
+    description: str
+    name: str
+    dim: int
+    dtype: str
+    created: str = ""
+
+    @property
+    def nbytes(self) -> int:
+        return self.dim * np.dtype(DTYPES[self.dtype]).itemsize
+
+    def to_json(self) -> bytes:
+        record = {"description": self.description, "name": self.name, "dim": self.dim}
+        record.update(dtype=self.dtype, created=self.created)
+        return json.dumps(record, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, fingerprint: bytes, raw: bytes) -> ModelInfo | None:
+        """Parse a ``models`` record; None when it is damaged."""
+        try:
+            rec = json.loads(bytes(raw))
+            info = cls(fingerprint, str(rec["description"]), str(rec["name"]), int(rec["dim"]),
+                       str(rec["dtype"]), str(rec.get("created", "")))  # fmt: skip
+        except (ValueError, KeyError, TypeError):
+            return None
+        return info if info.dtype in DTYPES and info.dim > 0 else None
+
+
+@dataclass(frozen=True)
+class ModelStats:
+    """Entries stored under one fingerprint id; ``model`` is None when it is unregistered."""
+
+    fingerprint_id: bytes
+    model: ModelInfo | None
+    entries: int
+    bytes: int
+
+
+@dataclass
+class VerifyReport:
+    """What ``verify`` found: bad entries by reason, and how many it removed."""
+
+    checked: int = 0
+    bad: int = 0
+    removed: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    bad_models: int = 0
+
+    @property
+    def remaining(self) -> int:
+        return self.bad - self.removed
+
+    def add(self, reason: str) -> None:
+        """Count one bad entry."""
+        self.bad += 1
+        self.reasons[reason] = self.reasons.get(reason, 0) + 1
