@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from embedgen.providers.api_config import OpenAIConfig  # noqa: E402
+from embedgen.config import OpenAIConfig  # noqa: E402
 from embedgen.providers.api_factory import build_api_provider  # noqa: E402
 from embedgen.providers.base import Batch  # noqa: E402
 from tests.api_servers import ApiServer  # noqa: E402

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import Field, TypeAdapter
 
-from embedgen.providers.api_config import ApiConfig, ApiConfigBase
+from embedgen.config import ApiConfig, ApiConfigBase
 from embedgen.providers.api_factory import build_api_provider
 from embedgen.providers.base import Batch, Provider
 from embedgen.providers.reliable import ReliableProvider

@@ -9,7 +9,8 @@ from typing import Annotated, Any
 import pytest
 from pydantic import Field, TypeAdapter, ValidationError
 
-from embedgen.providers.api_config import API_KINDS, ApiConfig
+from embedgen.config import ApiConfig
+from embedgen.config.catalog import API_KINDS
 
 if sys.version_info >= (3, 11):
     import tomllib

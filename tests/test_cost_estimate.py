@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from embedgen.budget.prices import PRICES_AS_OF, cost_pico, list_price, usd
+from embedgen.budget.prices import cost_pico, usd
 from embedgen.cli import app
-from embedgen.providers.api_config import OpenAIConfig
+from embedgen.config import OpenAIConfig
+from embedgen.config.catalog import PRICES_AS_OF, list_price
 from tests.api_servers import ApiServer
 
 runner = CliRunner()

@@ -6,7 +6,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from embedgen.budget.prices import PRICES_AS_OF, fmt_usd
+from embedgen.budget.prices import fmt_usd
+from embedgen.config.catalog import PRICES_AS_OF
 
 if TYPE_CHECKING:
     from embedgen.budget.caps import Caps

@@ -87,7 +87,8 @@ def _one(cfg: Config, spec: str) -> tuple[str, Any]:
         return spec, local
     from pydantic import TypeAdapter, ValidationError
 
-    from embedgen.config import ProviderConfig, _describe
+    from embedgen.config import ProviderConfig
+    from embedgen.config import describe as _describe
 
     try:
         pcfg = TypeAdapter(ProviderConfig).validate_python({"kind": kind, "model": model})
@@ -100,7 +101,7 @@ def _one(cfg: Config, spec: str) -> tuple[str, Any]:
 
 def build_target(cfg: Config, name: str, pcfg: Any) -> Target:
     """Metadata and tokenizer of one provider, without network or API key."""
-    from embedgen.budget.prices import batch_price
+    from embedgen.config.catalog import batch_price
 
     if pcfg.kind == "onnx":
         from embedgen.providers.factory import build_onnx

@@ -172,7 +172,7 @@ def models(
 
 def _print_prices(as_json: bool) -> None:
     """The dated price table of :mod:`embedgen.budget.prices`."""
-    from embedgen.budget.prices import PRICES_AS_OF, table_rows
+    from embedgen.config.catalog import PRICES_AS_OF, table_rows
 
     rows = [
         {

@@ -9,7 +9,7 @@ from embedgen.errors import ConfigError
 from embedgen.redact import Secret
 
 if TYPE_CHECKING:
-    from embedgen.providers.api_config import ApiConfigBase
+    from embedgen.config import ApiConfigBase
     from embedgen.providers.http_base import HttpProvider
     from embedgen.providers.reliable import ReliableProvider
 

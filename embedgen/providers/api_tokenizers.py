@@ -159,18 +159,13 @@ class EstimateTokenizer:
         return None
 
 
-DEFAULT_TOKENIZER = {
-    "openai": "cl100k_base",
-    "azure": "cl100k_base",
-    "voyage": "voyage3_base",
-}
-
-
 def api_tokenizer(
     kind: str, setting: str | None
 ) -> BpeTokenizer | JsonTokenizer | EstimateTokenizer:
     """The tokenizer named by a provider's ``tokenizer`` setting, or the kind's default."""
-    name = setting or DEFAULT_TOKENIZER.get(kind, "estimate")
+    from embedgen.config.catalog import default_tokenizer
+
+    name = setting or default_tokenizer(kind)
     if name in BPE_ENCODINGS:
         return BpeTokenizer(name)
     if name == "estimate":

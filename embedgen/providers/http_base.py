@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     import httpx
     import numpy as np
 
-    from embedgen.providers.api_config import ApiConfigBase
+    from embedgen.config import ApiConfigBase
 
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
 

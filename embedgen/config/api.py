@@ -3,57 +3,20 @@
 Every kind shares the reliability settings (limits, retries, breaker) of
 :class:`ApiConfigBase`; each kind adds its own defaults and protocol options. Keys
 are never in the file: ``api_key_env`` names the environment variable that holds one.
+Dimensions, limits, prices and endpoints come from :mod:`embedgen.config.catalog`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
-from embedgen.config_base import Strict
+from embedgen.config.base import Strict, lower
+from embedgen.config.catalog import BATCH_KINDS, KINDS, HostedModel, list_price, model_facts
 
-
-@dataclass(frozen=True)
-class ModelFacts:
-    """What a hosted model's API documents: native dim and per-request limits."""
-
-    dim: int
-    max_tokens: int
-    max_batch_inputs: int
-    max_batch_tokens: int
-
-
-# Documented limits. OpenAI: 2,048 inputs, 8,192 tokens per input, 300,000 tokens per
-# request. Voyage: 1,000 inputs, 120k-1M tokens per request by model. Cohere: 96 inputs.
-KNOWN_MODELS: dict[str, ModelFacts] = {
-    "text-embedding-3-small": ModelFacts(1536, 8191, 2048, 300_000),
-    "text-embedding-3-large": ModelFacts(3072, 8191, 2048, 300_000),
-    "text-embedding-ada-002": ModelFacts(1536, 8191, 2048, 300_000),
-    "voyage-3.5": ModelFacts(1024, 32_000, 1000, 320_000),
-    "voyage-3.5-lite": ModelFacts(1024, 32_000, 1000, 1_000_000),
-    "voyage-3": ModelFacts(1024, 32_000, 1000, 120_000),
-    "voyage-3-lite": ModelFacts(512, 32_000, 1000, 120_000),
-    "voyage-3-large": ModelFacts(1024, 32_000, 1000, 120_000),
-    "voyage-code-3": ModelFacts(1024, 32_000, 1000, 120_000),
-    "embed-v4.0": ModelFacts(1536, 8192, 96, 96 * 8192),
-    "embed-english-v3.0": ModelFacts(1024, 512, 96, 96 * 512),
-    "embed-multilingual-v3.0": ModelFacts(1024, 512, 96, 96 * 512),
-    "embed-english-light-v3.0": ModelFacts(384, 512, 96, 96 * 512),
-    "embed-multilingual-light-v3.0": ModelFacts(384, 512, 96, 96 * 512),
-    "mistral-embed": ModelFacts(1024, 8192, 512, 16_384),
-}
-
-# Per-kind limits when the model is not in the table (an open model behind a server).
-KIND_LIMITS: dict[str, tuple[int, int, int]] = {
-    "openai": (8191, 2048, 300_000),
-    "azure": (8191, 2048, 300_000),
-    "openai_compatible": (512, 32, 16_384),
-    "mistral": (8192, 512, 16_384),
-    "voyage": (32_000, 1000, 120_000),
-    "cohere": (512, 96, 96 * 512),
-}
+Mode = Annotated[Literal["sync", "batch"], BeforeValidator(lower)]
 
 
 class ApiConfigBase(Strict):
@@ -64,6 +27,8 @@ class ApiConfigBase(Strict):
     """Environment variable holding the API key (never the key itself)."""
     model: str
     base_url: str | None = None
+    mode: Mode = "sync"
+    """``sync`` requests, or ``batch``: the provider's asynchronous batch API (BATCH_KINDS)."""
     dimensions: int | None = Field(default=None, gt=0)
     """Output dimension sent to the API (text-embedding-3, Voyage, Cohere v4)."""
     dim: int | None = Field(default=None, gt=0)
@@ -79,7 +44,7 @@ class ApiConfigBase(Strict):
     recovery_timeout: float = Field(default=30.0, ge=0)
     success_threshold: int = Field(default=2, gt=0)
     price_per_mtok: float | None = Field(default=None, ge=0)
-    """USD per 1M input tokens; default: the built-in table (``embedgen models --prices``)."""
+    """USD per 1M input tokens; default: the catalog (``embedgen models --prices``)."""
     monthly_usd: float | None = Field(default=None, ge=0)
     """This provider's own monthly cap; a batch it cannot pay goes to the next in the chain."""
     space: str | None = None
@@ -104,6 +69,19 @@ class ApiConfigBase(Strict):
             raise ValueError("expected the name of an environment variable, not a key")
         return v
 
+    @field_validator("mode")
+    @classmethod
+    def _batch_api(cls, v: str) -> str:
+        kind = cls.model_fields["kind"].default
+        if v == "batch" and kind not in BATCH_KINDS:
+            have = [k for k in KINDS if k in BATCH_KINDS] + sorted(BATCH_KINDS.difference(KINDS))
+            raise PydanticCustomError(
+                "config_rule",
+                '"batch" needs a provider with a batch API ({have})',
+                {"have": ", ".join(have)},
+            )
+        return v
+
     @model_validator(mode="after")
     def _dim_known(self) -> ApiConfigBase:
         if self.expected_dim() is None:
@@ -113,8 +91,9 @@ class ApiConfigBase(Strict):
         return self
 
     # Derived facts -------------------------------------------------------------------
-    def facts(self) -> ModelFacts | None:
-        return KNOWN_MODELS.get(self.model)
+    def facts(self) -> HostedModel | None:
+        """The catalog's record of this model, if it lists one."""
+        return model_facts(self.model)
 
     def expected_dim(self) -> int | None:
         if self.dimensions is not None:
@@ -127,9 +106,7 @@ class ApiConfigBase(Strict):
     def limits(self) -> tuple[int, int, int]:
         """(max tokens per input, max inputs per request, max tokens per request)."""
         f = self.facts()
-        base = (
-            (f.max_tokens, f.max_batch_inputs, f.max_batch_tokens) if f else KIND_LIMITS[self.kind]
-        )
+        base = (f.limits() if f else None) or KINDS[self.kind].limits
         return (
             self.max_tokens or base[0],
             self.max_batch_inputs or base[1],
@@ -137,31 +114,20 @@ class ApiConfigBase(Strict):
         )
 
     def price(self) -> float:
-        """USD per 1M input tokens: ``price_per_mtok`` if set, else the built-in table."""
+        """USD per 1M input tokens: ``price_per_mtok`` if set, else the catalog's."""
         if self.price_per_mtok is not None:
             return self.price_per_mtok
-        from embedgen.budget.prices import list_price
-
         return list_price(self.kind, self.model)
 
     def space_id(self) -> str:
         """``space`` if set, else ``family/model@dim`` (OpenAI and Azure share a family)."""
         if self.space:
             return self.space
-        family = {"azure": "openai"}.get(self.kind, self.kind)
-        return f"{family}/{self.model}@{self.expected_dim()}"
+        return f"{KINDS[self.kind].family}/{self.model}@{self.expected_dim()}"
 
     def endpoint(self) -> str:
         """Base URL with the kind's default filled in."""
-        return self.base_url or DEFAULT_URLS.get(self.kind, "")
-
-
-DEFAULT_URLS = {
-    "openai": "https://api.openai.com/v1",
-    "mistral": "https://api.mistral.ai/v1",
-    "voyage": "https://api.voyageai.com/v1",
-    "cohere": "https://api.cohere.com",
-}
+        return self.base_url or KINDS[self.kind].url or ""
 
 
 class OpenAIConfig(ApiConfigBase):
@@ -216,7 +182,9 @@ class VoyageConfig(ApiConfigBase):
     kind: Literal["voyage"] = "voyage"
     api_key_env: str | None = "VOYAGE_API_KEY"
     model: str = "voyage-3.5"
-    input_type: Literal["document", "query"] | None = "document"
+    input_type: Annotated[Literal["document", "query"], BeforeValidator(lower)] | None = (
+        "document"
+    )
 
 
 class CohereConfig(ApiConfigBase):
@@ -225,9 +193,10 @@ class CohereConfig(ApiConfigBase):
     kind: Literal["cohere"] = "cohere"
     api_key_env: str | None = "CO_API_KEY"
     model: str = "embed-v4.0"
-    input_type: Literal["search_document", "search_query", "classification", "clustering"] = (
-        "search_document"
-    )
+    input_type: Annotated[
+        Literal["search_document", "search_query", "classification", "clustering"],
+        BeforeValidator(lower),
+    ] = "search_document"
 
 
 ApiConfig = (
@@ -239,5 +208,3 @@ ApiConfig = (
     | CohereConfig
 )
 """Every hosted kind, for the ``kind`` discriminator of ``ProviderConfig``."""
-
-API_KINDS = ("openai", "azure", "openai_compatible", "mistral", "voyage", "cohere")
