@@ -1,8 +1,10 @@
 """The ``embedgen`` command: a thin Typer shell over the library.
 
-Each command lives in its own module and is registered below. Errors from the
-library are :class:`~embedgen.errors.EmbedgenError`; :func:`main` maps them to a
-one-line message and the exit code, in this one place.
+Each command lives in its own module and is registered below. Every command runs
+inside one logging session (console lines, ``--log-file``, key redaction; see
+:mod:`embedgen.cli.output`), and errors from the library,
+:class:`~embedgen.errors.EmbedgenError`, become one ``error: ...`` line and the exit
+code in :class:`_Group`, in this one place.
 """
 
 from __future__ import annotations
@@ -17,24 +19,49 @@ from embedgen.errors import EmbedgenError
 
 
 class _Group(TyperGroup):
-    """Maps library errors to a one-line message and an exit code, for every command."""
+    """Runs every command in one logging session and maps its errors, in one place."""
+
+    _flags_fixed = False
 
     def invoke(self, ctx: Any) -> Any:
-        try:
-            return super().invoke(ctx)
-        except EmbedgenError as exc:
-            from embedgen.cli.output import error
+        from embedgen.cli.output import error, log_unexpected, logging_session
 
-            error(str(exc))
-            import logging
+        with logging_session():
+            try:
+                return super().invoke(ctx)
+            except EmbedgenError as exc:
+                error(str(exc))
+                raise typer.Exit(exc.exit_code) from None
+            except KeyboardInterrupt:
+                error("interrupted; embedded chunks are kept in the cache, re-run to continue")
+                raise typer.Exit(130) from None
+            except Exception as exc:
+                log_unexpected(exc)
+                raise
 
-            logging.getLogger("embedgen").error(str(exc), extra={"console": False})
-            raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
-            from embedgen.cli.output import error
+    def get_params(self, ctx: Any) -> list[Any]:
+        if not self._flags_fixed:
+            _hide_flag_values(self, ctx)
+            self._flags_fixed = True
+        return super().get_params(ctx)  # type: ignore[no-any-return]
 
-            error("interrupted; embedded chunks are kept in the cache, re-run to continue")
-            raise typer.Exit(130) from None
+
+def _hide_flag_values(command: Any, ctx: Any) -> None:
+    """Give every flag of ``command`` and its subcommands an empty metavar.
+
+    typer's rich help prints each option's type after it, flags included
+    (``--json <bool>``), although a flag takes no value; its plain-text help skips
+    flags. An explicit empty metavar is what the rich help prints instead.
+    """
+    params = list(command.params)
+    help_option = command.get_help_option(ctx)
+    if help_option is not None:
+        params.append(help_option)
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    for sub in getattr(command, "commands", {}).values():
+        _hide_flag_values(sub, ctx)
 
 
 app = typer.Typer(

@@ -95,11 +95,15 @@ def run(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no summary."),
 ) -> None:
     """Embed a corpus into a Parquet file of chunk embeddings."""
+    from embedgen.cli.output import add_log_file, set_quiet
     from embedgen.config import load
-    from embedgen.logfile import remove_log_file, setup_log_file
 
-    _setup_logging(quiet)
+    set_quiet(quiet)
+    if log_file:  # before the config, so a bad config is logged too
+        add_log_file(log_file)
     cfg = load(config)
+    if not log_file and cfg.run.log_file:
+        add_log_file(cfg.run.log_file)
     options = {
         "text_column": text_column,
         "id_column": id_column,
@@ -119,13 +123,7 @@ def run(
         "sparse": sparse or None,
         "max_cost_usd": max_cost,
     }
-    log_path = log_file or cfg.run.log_file
-    handler = setup_log_file(log_path) if log_path else None
-    try:
-        _embed_and_report(input, output, cfg, model, quiet, options)
-    finally:
-        if handler is not None:
-            remove_log_file(handler)
+    _embed_and_report(input, output, cfg, model, quiet, options)
 
 
 def _embed_and_report(
@@ -152,41 +150,6 @@ def _embed_and_report(
             f"{summary.skipped} document(s) skipped (null, empty or malformed); "
             f"see {summary.skipped_path}"
         )
-
-
-def _setup_logging(quiet: bool) -> None:
-    logger = logging.getLogger("embedgen")
-    logger.setLevel(logging.INFO)
-    for h in [h for h in logger.handlers if isinstance(h, _StderrHandler)]:
-        logger.removeHandler(h)
-    handler = _StderrHandler()
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
-    )
-    handler.setLevel(logging.WARNING if quiet else logging.INFO)
-    handler.addFilter(lambda record: getattr(record, "console", True))
-    logger.addHandler(handler)
-    logger.propagate = False
-    from embedgen.redact import install
-
-    install(logger)
-
-
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to whatever ``sys.stderr`` is at the time (test runners swap it)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-
-    @property  # type: ignore[override]
-    def stream(self):  # type: ignore[no-untyped-def]
-        import sys
-
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value: object) -> None:
-        pass
 
 
 def register(app: typer.Typer) -> None:
