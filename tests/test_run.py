@@ -298,3 +298,17 @@ def test_summary_is_printed(write_parquet) -> None:
 def test_jsonl_non_object_lines(write_jsonl, bad: str) -> None:
     result = invoke(str(write_jsonl(['{"text": "ok"}', bad])))
     assert result.exit_code == 1 and ":2: malformed JSONL line" in result.output
+
+
+@pytest.mark.parametrize("name", ["corpus.jsonl", "corpus.jsonl.gz"])
+@pytest.mark.parametrize("on_error", ["fail", "skip"])
+def test_jsonl_with_a_utf8_bom(tmp_path: Path, name: str, on_error: str) -> None:
+    """Windows editors start UTF-8 files with a BOM: the first document is read, not lost."""
+    data = b"\xef\xbb\xbf" + "".join(json.dumps({"text": t}) + "\n" for t in TEXTS).encode()
+    src = tmp_path / name
+    src.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    out = tmp_path / "out.parquet"
+    result = invoke(str(src), "-o", str(out), "--on-error", on_error)
+    assert result.exit_code == 0, result.output
+    assert pq.read_table(out).column("text").to_pylist() == TEXTS
+    assert not (tmp_path / "out.skipped.jsonl").exists()

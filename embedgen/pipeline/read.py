@@ -19,6 +19,8 @@ from typing import Any
 from embedgen.errors import DataError, InputError
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz")
+_BOM = b"\xef\xbb\xbf"
+"""The UTF-8 byte order mark Windows editors put at the start of a file: skipped."""
 PARQUET_SUFFIXES = (".parquet", ".pq")
 
 
@@ -239,6 +241,8 @@ def _read_jsonl(path: Path, opts: ReadOptions, row0: int) -> Iterator[DocBatch]:
     with _open_text(path) as fh:
         try:
             for lineno, raw in enumerate(fh, start=1):
+                if lineno == 1 and raw.startswith(_BOM):
+                    raw = raw[len(_BOM) :]
                 if not raw.strip():
                     continue
                 rec, problem = _parse_line(raw)
