@@ -76,6 +76,7 @@ def plan_for(
     document_prefix: str | None = None,
 ) -> Plan:
     """A plan from the registry (``bge-m3``) or for any ``ORG/REPO`` with options."""
+    pooling = pooling.lower() if pooling is not None else None
     if pooling is not None and pooling not in _POOLINGS:
         raise UsageError(f"--pooling must be one of {', '.join(_POOLINGS)}, not {pooling!r}")
     entry: RegistryEntry | None = lookup(model)
