@@ -1,0 +1,280 @@
+"""The Files and Batches endpoints of OpenAI and Azure OpenAI, over httpx.
+
+OpenAI: ``POST {base}/files`` (multipart, ``purpose=batch``), ``POST {base}/batches``,
+``GET {base}/batches/{id}``, ``POST {base}/batches/{id}/cancel``, ``GET {base}/batches``
+(``after``/``limit`` pages), ``GET {base}/files/{id}/content``, ``DELETE {base}/files/{id}``,
+with a bearer key; request lines ``POST /v1/embeddings``. Azure OpenAI: the same routes
+under ``{resource}/openai/...?api-version=...`` with an ``api-key`` header; request lines
+``POST /embeddings`` whose body names the (global batch) deployment as ``model``.
+
+Every call retries 429/5xx/timeouts/connection errors with exponential backoff and
+jitter (honouring ``Retry-After``), up to the provider's ``max_retries``; 400/401/403/404
+fail at once with the API's own message. Keys never appear in a message (``redact``).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from embedgen.errors import ConfigError, FatalProviderError, ProviderError
+from embedgen.providers.http_base import RETRYABLE_STATUS, TransientProviderError, api_message
+from embedgen.redact import Secret, redact
+
+if TYPE_CHECKING:
+    import httpx
+
+    from embedgen.config import ApiConfigBase
+    from embedgen.providers.http_base import HttpProvider
+
+BATCH_KINDS = frozenset({"openai", "azure"})
+"""Provider kinds whose batch API embedgen speaks (documented Files + Batches protocol)."""
+
+TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
+"""Batch statuses after which nothing changes."""
+
+_TRANSFER_TIMEOUT = 600.0
+"""Uploads and downloads move up to 200 MB: they get at least this long."""
+
+
+class BatchClient:
+    """One provider's batch endpoints; ``provider`` builds request bodies and reads replies."""
+
+    def __init__(
+        self,
+        name: str,
+        cfg: ApiConfigBase,
+        key: Secret | None,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if cfg.kind not in BATCH_KINDS:
+            raise ConfigError(
+                f"providers.{name}.mode: {cfg.kind!r} has no batch API embedgen can use "
+                f"(batch mode works with {', '.join(sorted(BATCH_KINDS))})"
+            )
+        from embedgen.providers.api_factory import provider_class
+
+        self.name = name
+        self.cfg = cfg
+        self._key = key
+        self._sleep = sleep
+        self.provider: HttpProvider = provider_class(name, cfg)(name, cfg, key)
+        self._client: httpx.Client | None = None
+        self.polls_failed = 0
+
+    # Routes ---------------------------------------------------------------------------
+    @property
+    def azure(self) -> bool:
+        return self.cfg.kind == "azure"
+
+    @property
+    def endpoint(self) -> str:
+        """The ``endpoint`` of a batch and the ``url`` of each request line."""
+        return "/embeddings" if self.azure else "/v1/embeddings"
+
+    def url(self, path: str) -> str:
+        if self.azure:
+            version = quote(str(self.cfg.api_version), safe="")  # type: ignore[attr-defined]
+            sep = "&" if "?" in path else "?"
+            return f"{self.cfg.endpoint()}/openai{path}{sep}api-version={version}"
+        return f"{self.cfg.endpoint()}{path}"
+
+    def headers(self) -> dict[str, str]:
+        if self._key is None:
+            return {}
+        if self.azure:
+            return {"api-key": self._key.reveal()}
+        return {"Authorization": f"Bearer {self._key.reveal()}"}
+
+    # Request lines --------------------------------------------------------------------
+    def body(self, texts: Sequence[str]) -> dict[str, Any]:
+        """The synchronous request body for ``texts`` (Azure: with the deployment as model)."""
+        body = self.provider.payload(list(texts))
+        if self.azure:
+            body = {"model": self.cfg.deployment, **body}  # type: ignore[attr-defined]
+        return body
+
+    def request_line(self, custom_id: str, texts: Sequence[str]) -> bytes:
+        line = {"custom_id": custom_id, "method": "POST", "url": self.endpoint,
+                "body": self.body(texts)}  # fmt: skip
+        return json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+
+    def read_response(self, body: Any, n: int) -> tuple[Any, int | None]:
+        """(vectors in input order, billed tokens) from one result line's response body."""
+        return self.provider.read(body, n)
+
+    # Calls ----------------------------------------------------------------------------
+    def upload(self, data: bytes, filename: str) -> str:
+        """Upload a JSONL request file; its file id."""
+        reply = self._call(
+            "POST", "/files", what="upload the batch file", transfer=True,
+            files={"file": (filename, data, "application/jsonl")}, data={"purpose": "batch"},
+        )  # fmt: skip
+        return _field(reply, "id", self.name)
+
+    def create(self, file_id: str, job_id: str) -> dict[str, Any]:
+        """Start a batch over an uploaded file, tagged with ``job_id`` in its metadata.
+
+        When a create request fails in a way that may have reached the server, the
+        batches are searched for the tag before trying again, so a job is never
+        submitted twice.
+        """
+        body = {"input_file_id": file_id, "endpoint": self.endpoint, "completion_window": "24h",
+                "metadata": {"embedgen_job": job_id}}  # fmt: skip
+
+        def again() -> dict[str, Any] | None:
+            return self.find(job_id)
+
+        return self._call(
+            "POST", "/batches", what="create the batch", json=body, before_retry=again
+        )
+
+    def get(self, batch_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/batches/{quote(batch_id, safe='')}", what="poll the batch")
+
+    def cancel(self, batch_id: str) -> dict[str, Any]:
+        return self._call(
+            "POST", f"/batches/{quote(batch_id, safe='')}/cancel", what="cancel the batch"
+        )
+
+    def find(self, job_id: str, pages: int = 5) -> dict[str, Any] | None:
+        """The batch tagged with ``job_id`` among the most recent ones, or None."""
+        after: str | None = None
+        for _ in range(pages):
+            path = "/batches?limit=100" + (f"&after={quote(after, safe='')}" if after else "")
+            reply = self._call("GET", path, what="list batches")
+            items = reply.get("data") if isinstance(reply, dict) else None
+            if not isinstance(items, list):
+                return None
+            for item in items:
+                meta = item.get("metadata") if isinstance(item, dict) else None
+                if isinstance(meta, dict) and meta.get("embedgen_job") == job_id:
+                    return item  # type: ignore[no-any-return]
+            if not reply.get("has_more") or not items:
+                return None
+            after = str(items[-1].get("id", ""))
+        return None
+
+    def content(self, file_id: str) -> bytes:
+        path = f"/files/{quote(file_id, safe='')}/content"
+        return self._call("GET", path, what="download results", transfer=True, raw=True)  # type: ignore[no-any-return]
+
+    def delete_file(self, file_id: str) -> None:
+        """Delete an uploaded or result file; one already gone is fine."""
+        try:
+            self._call("DELETE", f"/files/{quote(file_id, safe='')}", what="delete a file")
+        except FatalProviderError as exc:
+            if "HTTP 404" not in str(exc):
+                raise
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        self.provider.close()
+
+    # Internals ------------------------------------------------------------------------
+    def _http(self) -> httpx.Client:
+        if self._client is None:
+            import httpx
+
+            t = self.cfg.timeout
+            self._client = httpx.Client(
+                timeout=httpx.Timeout(t, connect=min(10.0, t)),
+                headers={"User-Agent": "embedgen"},
+                follow_redirects=False,
+                trust_env=False,
+            )
+        return self._client
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        what: str,
+        transfer: bool = False,
+        raw: bool = False,
+        before_retry: Callable[[], dict[str, Any] | None] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """One call with retries; the parsed JSON reply (or bytes when ``raw``)."""
+        attempts = self.cfg.max_retries + 1
+        for attempt in range(attempts):
+            if attempt and before_retry is not None:
+                found = before_retry()
+                if found is not None:
+                    return found
+            try:
+                return self._once(method, path, what, transfer, raw, kwargs)
+            except TransientProviderError as exc:
+                if attempt + 1 >= attempts:
+                    raise
+                self._sleep(self._backoff(attempt, exc.retry_after))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _once(
+        self, method: str, path: str, what: str, transfer: bool, raw: bool, kwargs: dict[str, Any]
+    ) -> Any:
+        import httpx
+
+        from embedgen.providers.http_headers import parse_retry_after
+
+        if transfer:
+            t = max(self.cfg.timeout, _TRANSFER_TIMEOUT)
+            kwargs["timeout"] = httpx.Timeout(t, connect=min(10.0, self.cfg.timeout))
+        try:
+            resp = self._http().request(method, self.url(path), headers=self.headers(), **kwargs)
+        except httpx.TimeoutException:
+            raise TransientProviderError(
+                f"{self.name}: cannot {what}: no reply (timeout)"
+            ) from None
+        except httpx.TransportError as exc:
+            raise TransientProviderError(
+                f"{self.name}: cannot {what}: connection failed ({type(exc).__name__}: "
+                f"{redact(exc)})"
+            ) from None
+        status = resp.status_code
+        if status >= 300:
+            msg = f"{self.name}: cannot {what}: HTTP {status}: {api_message(resp.content)}"
+            if status in RETRYABLE_STATUS or status >= 500:
+                raise TransientProviderError(
+                    msg, retry_after=parse_retry_after(resp.headers), status=status
+                )
+            hint = {
+                401: f" (check the key in ${self.cfg.api_key_env})",
+                403: f" (check the key in ${self.cfg.api_key_env} and its permissions)",
+                404: " (check base_url, deployment and api_version)",
+            }.get(status, "")
+            raise FatalProviderError(redact(msg + hint))
+        if raw:
+            return resp.content
+        try:
+            return resp.json()
+        except ValueError:
+            raise TransientProviderError(f"{self.name}: cannot {what}: malformed JSON") from None
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), max(self.cfg.backoff_max, retry_after))
+        base = min(self.cfg.backoff_max, self.cfg.backoff_base * (2**attempt))
+        return base * (0.5 + random.random() / 2)
+
+
+def _field(reply: Any, name: str, provider: str) -> str:
+    value = reply.get(name) if isinstance(reply, dict) else None
+    if not isinstance(value, str) or not value:
+        raise ProviderError(f"{provider}: the batch API answered without {name!r}")
+    return value
+
+
+def build_client(name: str, cfg: ApiConfigBase) -> BatchClient:
+    """The batch client of provider ``name``, with its key from the environment."""
+    from embedgen.providers.api_factory import read_key
+
+    return BatchClient(name, cfg, read_key(name, cfg))
