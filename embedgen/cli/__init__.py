@@ -93,6 +93,7 @@ def _root(
 def _register() -> None:
     # One line per command module; each module defines `register(app)`.
     from embedgen.cli import (
+        batches_cmd,
         budget_cmd,
         cache_cmd,
         config_cmd,
@@ -105,7 +106,7 @@ def _register() -> None:
 
     for module in (run_cmd, config_cmd, cache_cmd, doctor_cmd, schedule_cmd, download_cmd):
         module.register(app)
-    for module in (cost_cmd, budget_cmd):
+    for module in (cost_cmd, budget_cmd, batches_cmd):
         module.register(app)
 
 
