@@ -375,3 +375,41 @@ def test_installed_command_reads_hf_endpoint_at_run_time(hub: HubServer, models:
     assert f"cannot reach the Hub at {hub.url}" in bad.stderr
     assert "Traceback" not in bad.stderr
     assert read_manifest(models / "tiny-st") is not None, "a failed --force keeps the model"
+
+
+def _shown_names(output: str) -> set[str]:
+    return {w for line in output.splitlines() for w in line.replace("│", " ").split()}
+
+
+@pytest.mark.parametrize("columns", ["80", "60"])
+def test_models_table_never_truncates_a_name(hub: HubServer, models: Path, columns: str) -> None:
+    """A name a user must type shows whole in an 80-column terminal (and narrower)."""
+    long_name = "tiny-st-with-a-rather-long-custom-name"
+    assert cli("download", "acme/tiny-st", "--name", long_name).exit_code == 0
+    result = runner.invoke(app, ["models"], env={"COLUMNS": columns})
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.output
+    names = [r["name"] for r in json.loads(cli("models", "--json").output)]
+    assert long_name in names
+    assert set(names) <= _shown_names(result.output), result.output
+
+
+def test_models_table_piped(models: Path, tmp_path: Path) -> None:
+    """Piped into another program (not a terminal, no COLUMNS): names whole."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    out = subprocess.run(
+        [sys.executable, "-m", "embedgen", "models"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "…" not in out.stdout
+    from embedgen.models.registry import load_registry
+
+    assert set(load_registry()) <= _shown_names(out.stdout), out.stdout

@@ -8,14 +8,7 @@ from typing import Any
 
 import typer
 
-
-def _size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{n} B"
+from embedgen.util.sizes import format_bytes
 
 
 def download(
@@ -64,11 +57,13 @@ def download(
         ", sparse head" if m.sparse else ""
     )
     if result.fetched:
-        typer.echo(f"{m.name}: downloaded {_size(result.size)} from {where} into {result.folder}")
+        size = format_bytes(result.size)
+        typer.echo(f"{m.name}: downloaded {size} from {where} into {result.folder}")
         typer.echo(f"{m.name}: loaded and embedded a test sentence: {facts}")
     else:
         typer.echo(
-            f"{m.name}: already in {result.folder} and verified ({_size(result.size)}, {facts})"
+            f"{m.name}: already in {result.folder} and verified "
+            f"({format_bytes(result.size)}, {facts})"
         )
 
 
@@ -154,20 +149,56 @@ def models(
         typer.echo(json.dumps(rows, indent=2))
         return
     from rich.console import Console
+
+    console = Console(highlight=False)
+    table, dropped = _models_table(rows, console)
+    console.print(table, crop=False)
+    if dropped:
+        console.print(f"(not shown at this width: {', '.join(dropped)}; see --json)", markup=False)
+
+
+# Columns of `embedgen models`, and the order in which they give way when the table
+# is wider than the terminal (or the 80 columns of piped output); the name never does.
+_COLUMNS = ("name", "repo", "dim", "max tokens", "size", "downloaded", "licence")
+_DROP_ORDER = ("repo", "licence", "size", "max tokens", "dim", "downloaded")
+
+
+def _cells(r: dict[str, Any]) -> dict[str, str]:
+    return {
+        "name": r["name"],
+        "repo": r["repo"] or "",
+        "dim": str(r["dim"] or "?"),
+        "max tokens": str(r["max_tokens"] or "?"),
+        "size": format_bytes(r["size_bytes"]) if r["size_bytes"] else "?",
+        "downloaded": "[green]yes[/]" if r["downloaded"] else "no",
+        "licence": r["licence"] or "",
+    }
+
+
+def _models_table(rows: list[dict[str, Any]], console: Any) -> tuple[Any, list[str]]:
+    """The widest table that fits ``console`` without truncating a name or repo,
+    and the columns left out to make it fit."""
+    from rich.measure import Measurement
     from rich.table import Table
 
-    table = Table("name", "repo", "dim", "max tokens", "size", "downloaded", "licence")
-    for r in rows:
-        table.add_row(
-            r["name"],
-            r["repo"] or "",
-            str(r["dim"] or "?"),
-            str(r["max_tokens"] or "?"),
-            _size(r["size_bytes"]) if r["size_bytes"] else "?",
-            "[green]yes[/]" if r["downloaded"] else "no",
-            r["licence"] or "",
-        )
-    Console(highlight=False).print(table)
+    cells = [_cells(r) for r in rows]
+    unbounded = console.options.update_width(1_000_000)
+    dropped: list[str] = []
+    while True:
+        shown = [c for c in _COLUMNS if c not in dropped]
+        table = Table()
+        for col in shown:
+            whole = col in ("name", "repo")  # what a user types: never cut or wrapped
+            longest = max((len(c[col]) for c in cells), default=0)
+            table.add_column(
+                col, no_wrap=whole, min_width=longest if whole else None, overflow="fold"
+            )
+        for c in cells:
+            table.add_row(*(c[col] for col in shown))
+        fits = Measurement.get(console, unbounded, table).maximum <= console.width
+        if fits or len(dropped) == len(_DROP_ORDER):
+            return table, dropped
+        dropped.append(_DROP_ORDER[len(dropped)])
 
 
 def _print_prices(as_json: bool) -> None:
