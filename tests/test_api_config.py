@@ -88,8 +88,11 @@ def test_the_catalog_is_one_record_per_model() -> None:
 def test_catalog_facts_and_prices() -> None:
     small = model_facts("text-embedding-3-small")
     assert small is not None
-    assert (small.dim, small.limits(), small.tokenizer) == (1536, (8191, 2048, 300_000),
-                                                            "cl100k_base")  # fmt: skip
+    assert (small.dim, small.limits(), small.tokenizer) == (
+        1536,
+        (8191, 2048, 300_000),
+        "cl100k_base",
+    )
     assert (small.usd_per_mtok, small.batch_usd_per_mtok) == (0.02, 0.01)
     # Azure sells OpenAI's models at OpenAI's list price; a self-hosted server costs nothing.
     assert lookup("azure", "text-embedding-3-small") is small

@@ -8,8 +8,9 @@ import pytest
 from typer.testing import CliRunner
 
 from embedgen.cli import app
-from embedgen.config import apply_overrides, load, parse_size, validate
+from embedgen.config import apply_overrides, load, validate
 from embedgen.errors import ConfigError
+from embedgen.util.sizes import parse_size
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -59,8 +60,14 @@ def test_missing_config_file(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("2GB", 2 * 1024**3), ("512MB", 512 * 1024**2), ("1.5G", int(1.5 * 1024**3)),
-     ("64KiB", 64 * 1024), (1000, 1000), ("100", 100)],
+    [
+        ("2GB", 2 * 1024**3),
+        ("512MB", 512 * 1024**2),
+        ("1.5G", int(1.5 * 1024**3)),
+        ("64KiB", 64 * 1024),
+        (1000, 1000),
+        ("100", 100),
+    ],
 )
 def test_sizes(value: object, expected: int) -> None:
     assert parse_size(value) == expected  # type: ignore[arg-type]
@@ -185,12 +192,23 @@ def test_run_options_are_case_insensitive(tmp_path: Path, write_parquet) -> None
 
 def test_engine_table() -> None:
     cfg = validate(
-        {"engine": {"kind": "ray", "address": "ray://head:10001", "workers": 2,
-                    "cpus_per_worker": 1.5, "gpus_per_worker": 0.5}}  # fmt: skip
+        {
+            "engine": {
+                "kind": "ray",
+                "address": "ray://head:10001",
+                "workers": 2,
+                "cpus_per_worker": 1.5,
+                "gpus_per_worker": 0.5,
+            }
+        }
     )
     e = cfg.engine
     assert (e.kind, e.address, e.workers, e.cpus_per_worker, e.gpus_per_worker) == (
-        "ray", "ray://head:10001", 2, 1.5, 0.5
+        "ray",
+        "ray://head:10001",
+        2,
+        1.5,
+        0.5,
     )
     assert validate({}).engine.kind == "local" and validate({}).engine.workers is None
 

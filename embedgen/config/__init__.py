@@ -33,7 +33,6 @@ from embedgen.config.schema import (
     ProviderConfig,
     RunConfig,
 )
-from embedgen.config.sizes import parse_size
 from embedgen.config.windows import DirectMLTable, PerformanceTable, WindowsModelTable
 
 __all__ = [
@@ -58,6 +57,5 @@ __all__ = [
     "apply_overrides",
     "describe",
     "load",
-    "parse_size",
     "validate",
 ]

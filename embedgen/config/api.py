@@ -182,9 +182,7 @@ class VoyageConfig(ApiConfigBase):
     kind: Literal["voyage"] = "voyage"
     api_key_env: str | None = "VOYAGE_API_KEY"
     model: str = "voyage-3.5"
-    input_type: Annotated[Literal["document", "query"], BeforeValidator(lower)] | None = (
-        "document"
-    )
+    input_type: Annotated[Literal["document", "query"], BeforeValidator(lower)] | None = "document"
 
 
 class CohereConfig(ApiConfigBase):

@@ -27,8 +27,8 @@ from embedgen.config.api import (
     VoyageConfig,
 )
 from embedgen.config.base import Device, Dtype, GraphOptimization, OnError, Pooling, Strict, lower
-from embedgen.config.sizes import parse_size
 from embedgen.config.windows import DirectMLTable, PerformanceTable, WindowsModelTable
+from embedgen.util.sizes import parse_size
 
 
 class RunConfig(Strict):

@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field, field_validator
 
 from embedgen.config.base import Device, Strict
-from embedgen.config.sizes import parse_size
+from embedgen.util.sizes import parse_size
 
 if TYPE_CHECKING:
     from embedgen.config.schema import Config
+
 
 class WindowsModelTable(Strict):
     """``[bge_m3_local]`` of the Windows deployment layout."""
