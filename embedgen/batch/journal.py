@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -156,23 +155,21 @@ class Journal:
         return removed
 
     @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
+    def locked(self, timeout: float = 3600.0) -> Iterator[None]:
         """Hold the journal's OS lock (one submitting run per cache at a time)."""
-        from embedgen.budget.ledger import _lock, _unlock
+        from embedgen.util.locks import FileMutex
 
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.dir / "journal.lock", os.O_CREAT | os.O_RDWR, 0o644)
-        except OSError as exc:
-            raise CacheError(f"cannot open the batch journal lock: {exc.strerror}") from None
-        try:
-            _lock(fd)
-            try:
+            with FileMutex(self.dir / "journal.lock").held(timeout):
                 yield
-            finally:
-                _unlock(fd)
-        finally:
-            os.close(fd)
+        except TimeoutError:
+            raise CacheError(
+                f"the batch journal {self.dir} stayed locked by another run for "
+                f"{timeout:g}s; wait for it or stop it"
+            ) from None
+        except OSError as exc:
+            raise CacheError(f"cannot lock the batch journal: {exc.strerror}") from None
 
 
 def failures(jobs: list[Job], fingerprint: str) -> dict[str, int]:

@@ -9,12 +9,14 @@ from typing import Any
 import typer
 
 batches_app = typer.Typer(
-    help="Batch jobs submitted by runs with mode = \"batch\": list or cancel them.",
+    help='Batch jobs submitted by runs with mode = "batch": list or cancel them.',
     invoke_without_command=True,
 )
 
 _CONFIG = typer.Option(None, "--config", "-c", help="TOML config naming the providers.")
-_CACHE = typer.Option(None, "--cache-dir", help="Cache directory holding the journal (default: as run).")  # fmt: skip
+_CACHE = typer.Option(
+    None, "--cache-dir", help="Cache directory holding the journal (default: as run)."
+)
 
 
 def _journal(config: Path | None, cache_dir: Path | None) -> tuple[Any, Any]:
@@ -67,9 +69,10 @@ def batches(
                   title=f"batch jobs ({journal.dir})")  # fmt: skip
     for r in rows:
         status = r["state"] if r["state"] != "submitted" else (r["status"] or "submitted")
-        table.add_row(r["id"], r["batch_id"] or "-", r["provider"], status,
-                      f"{r['completed']:,}/{r['requests']:,}", f"{r['failed']:,}",
-                      f"{r['inputs']:,}", _age(r["age_seconds"]), fmt_usd(r["cost_pico"]))  # fmt: skip
+        done = f"{r['completed']:,}/{r['requests']:,}"
+        table.add_row(r["id"], r["batch_id"] or "-", r["provider"], status, done,
+                      f"{r['failed']:,}", f"{r['inputs']:,}", _age(r["age_seconds"]),
+                      fmt_usd(r["cost_pico"]))  # fmt: skip
     Console().print(table)
 
 
