@@ -29,6 +29,13 @@ class ApiConfigBase(Strict):
     base_url: str | None = None
     mode: Mode = "sync"
     """``sync`` requests, or ``batch``: the provider's asynchronous batch API (BATCH_KINDS)."""
+    batch_price_per_mtok: float | None = Field(default=None, ge=0)
+    """``mode = "batch"``: USD per 1M tokens; default: the catalog's batch price, else half
+    of ``price_per_mtok`` (OpenAI and Azure OpenAI bill batches at half the sync price)."""
+    batch_poll: float = Field(default=30.0, gt=0)
+    """``mode = "batch"``: seconds before the first status poll; quiet polls back off."""
+    batch_poll_max: float = Field(default=600.0, gt=0)
+    """``mode = "batch"``: the longest wait between two status polls, in seconds."""
     dimensions: int | None = Field(default=None, gt=0)
     """Output dimension sent to the API (text-embedding-3, Voyage, Cohere v4)."""
     dim: int | None = Field(default=None, gt=0)
