@@ -1,4 +1,8 @@
-"""embedgen: batch-embed document corpora into Parquet, resumably and within budget."""
+"""embedgen: batch-embed document corpora into Parquet, resumably and within budget.
+
+``embedgen.embed_corpus`` is :func:`embedgen.pipeline.run.embed_corpus` itself (imported
+on first use, so ``import embedgen`` stays light).
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,14 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from embedgen.pipeline.run import RunSummary
+    from embedgen.pipeline.run import embed_corpus
 
 __all__ = ["__version__", "embed_corpus"]
 
 
-def embed_corpus(*args: Any, **kwargs: Any) -> RunSummary:
-    """Embed a corpus into a Parquet file; see :func:`embedgen.pipeline.run.embed_corpus`."""
-    from embedgen.pipeline.run import embed_corpus as _embed
+def __getattr__(name: str) -> Any:
+    if name == "embed_corpus":
+        from embedgen.pipeline.run import embed_corpus
 
-    return _embed(*args, **kwargs)
+        return embed_corpus
+    raise AttributeError(f"module 'embedgen' has no attribute {name!r}")

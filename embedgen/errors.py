@@ -6,12 +6,16 @@
     ├── UsageError                exit 2   bad command line, config or input selection
     │   ├── ConfigError                    a config key has a bad value (names the key path)
     │   ├── InputError                     missing file, unknown format, missing column
-    │   └── DeviceUnavailableError         the asked-for device is not usable
+    │   ├── DeviceUnavailableError         the asked-for device is not usable
+    │   └── EngineUnavailableError         the asked-for engine is not installed or cannot start
     ├── DataError                 exit 1   malformed input data (bad JSONL line, corrupt Parquet)
     ├── ModelError                exit 1   missing or corrupt model files, failed download
     ├── CacheError                exit 1   the cache cannot be opened or written
     ├── ProviderError             exit 1   a provider failed (the API's message, key redacted)
-    │   └── FatalProviderError             a failure retrying cannot fix (400/401/403/404/422)
+    │   ├── FatalProviderError             a failure retrying cannot fix (400/401/403/404/422)
+    │   ├── TransientProviderError         a failed request a retry may fix (429, 5xx, timeout)
+    │   ├── BreakerOpenError               the provider's circuit breaker is open
+    │   └── OverBudget                     this provider's budget does not cover the batch
     ├── BudgetExceeded            exit 3   no provider's budget covers the remaining work
     ├── SkippedDocuments          exit 4   finished, but some documents were skipped
     ├── LockHeld                  exit 5   another run holds the output lock
@@ -45,6 +49,10 @@ class DeviceUnavailableError(UsageError):
     pass
 
 
+class EngineUnavailableError(UsageError):
+    """``--engine ray`` without the ``ray`` extra, or a Ray cluster that cannot be reached."""
+
+
 class DataError(EmbedgenError):
     pass
 
@@ -63,6 +71,40 @@ class ProviderError(EmbedgenError):
 
 class FatalProviderError(ProviderError):
     """A provider answered with an error that retrying cannot fix."""
+
+
+class TransientProviderError(ProviderError):
+    """A failed request that a retry may fix (rate limit, 5xx, timeout, bad body).
+
+    ``retry_after`` is the wait the server asked for, ``status`` the HTTP status (None for
+    a timeout or a broken connection), ``rate_limits`` the reply's parsed ``x-ratelimit-*``
+    headers, if any. The message must already be redacted by whoever raises it.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        status: int | None = None,
+        rate_limits: object | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.status = status
+        self.rate_limits = rate_limits
+
+
+class BreakerOpenError(ProviderError):
+    """The provider's circuit breaker is open: it is not being called for a while."""
+
+
+class OverBudget(ProviderError):
+    """This provider's remaining budget does not cover the batch (the router tries the next)."""
+
+    def __init__(self, message: str, *, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason or message
 
 
 class BudgetExceeded(EmbedgenError):

@@ -222,7 +222,7 @@ COST_PROVIDERS = ("openai:text-embedding-3-small", "voyage:voyage-3", "cohere:em
 
 def measure_cost_estimate(setup: Setup, repeat: int, warmup: bool) -> Result:
     """``embedgen cost-estimate`` for three API providers over the whole input (no cache)."""
-    from embedgen.budget.report import estimate_cost
+    from embedgen.pipeline.cost import estimate_cost
 
     def run() -> Timed:
         report = estimate_cost(

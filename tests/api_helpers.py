@@ -10,7 +10,8 @@ from pydantic import Field, TypeAdapter
 from embedgen.config import ApiConfig, ApiConfigBase
 from embedgen.providers.api_factory import build_api_provider
 from embedgen.providers.base import Batch, Provider
-from embedgen.providers.reliable import ReliableProvider
+from embedgen.router import Member, Router
+from embedgen.router.build import reliability
 from tests.api_servers import ApiServer, vector_for
 
 KEY = "sk-test-0123456789abcdef"
@@ -61,13 +62,18 @@ def api_config(kind: str, server: ApiServer, **over: Any) -> ApiConfigBase:
     return _ADAPTER.validate_python(data)  # type: ignore[no-any-return]
 
 
-def provider(
-    kind: str, server: ApiServer, name: str | None = None, **over: Any
-) -> ReliableProvider:
-    return build_api_provider(name or kind, api_config(kind, server, **over))
+def provider(kind: str, server: ApiServer, name: str | None = None, **over: Any) -> Member:
+    """A router member for ``kind`` against ``server``: the provider with its limits."""
+    cfg = api_config(kind, server, **over)
+    return Member(build_api_provider(name or kind, cfg), reliability(cfg))
 
 
-def batch_of(p: Provider, texts: list[str]) -> Batch:
+def route(*members: Member, **options: Any) -> Router:
+    """A router over ``members`` (the chain of a run), e.g. ``route(p).embed(batch)``."""
+    return Router(list(members), **options)
+
+
+def batch_of(p: Member | Router | Provider, texts: list[str]) -> Batch:
     tok = p.tokenizer()
     counts = [len(ids) + tok.overhead for ids, _ in tok.encode_offsets(texts)]
     return Batch(texts, counts)

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from embedgen.errors import ConfigError, FatalProviderError, ProviderError
-from embedgen.providers.base import Provider
-from embedgen.providers.chain import FallbackChain
+from embedgen.router import Member, Router
 from tests.api_helpers import KEY, KEY_VARS_ALL, batch_of, expected, provider
 from tests.api_servers import ApiServer
 
@@ -21,10 +20,11 @@ def _keys(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(var, KEY)
 
 
-def run_batches(p: Provider, batches: list[list[str]], workers: int = 8) -> np.ndarray:
+def run_batches(p: Member | Router, batches: list[list[str]], workers: int = 8) -> np.ndarray:
     """What the pipeline does: a pool of workers, results kept in input order."""
+    r = p if isinstance(p, Router) else Router([p])
     with ThreadPoolExecutor(workers) as pool:
-        results = list(pool.map(lambda t: p.embed_batch(batch_of(p, t)), batches))
+        results = list(pool.map(lambda t: r.embed(batch_of(r, t)), batches))
     return np.concatenate([r.vectors for r in results])
 
 
@@ -39,7 +39,7 @@ def test_random_mixed_failures_over_5000_chunks_embed_each_once() -> None:
         opts = {"max_retries": max_retries, "failure_threshold": 50, "max_concurrency": 8}
         a = provider("openai", primary, **opts)
         b = provider("azure", fallback, **opts)
-        chain = FallbackChain([a, b])
+        chain = Router([a, b])
         out = run_batches(chain, batches)
         assert out.shape == (5000, 8)
         np.testing.assert_allclose(out, expected(primary, texts), rtol=1e-6)
@@ -73,7 +73,7 @@ def test_primary_down_the_run_completes_on_the_fallback() -> None:
     with ApiServer("openai", down="503") as primary, ApiServer("azure") as fallback:
         a = provider("openai", primary, failure_threshold=3, recovery_timeout=60)
         b = provider("azure", fallback)
-        out = run_batches(FallbackChain([a, b]), batches, workers=4)
+        out = run_batches(Router([a, b]), batches, workers=4)
         np.testing.assert_allclose(out, expected(fallback, texts), rtol=1e-6)
         assert a.breaker.state == "open" and a.stats().breaker_openings == 1
         # Once open, the primary gets no more traffic.
@@ -90,8 +90,8 @@ def test_primary_unreachable_falls_back() -> None:
     with ApiServer("openai") as live, ApiServer("azure") as fallback:
         a = provider("openai", live, base_url=f"http://127.0.0.1:{port}/v1", failure_threshold=2)
         b = provider("azure", fallback)
-        chain = FallbackChain([a, b])
-        r = chain.embed_batch(batch_of(chain, ["x", "y"]))
+        chain = Router([a, b])
+        r = chain.embed(batch_of(chain, ["x", "y"]))
         np.testing.assert_allclose(r.vectors, expected(fallback, ["x", "y"]), rtol=1e-6)
         assert a.stats().failures == 2 and a.breaker.state == "open"
         assert r.models is None
@@ -103,16 +103,16 @@ def test_primary_recovering_mid_run_gets_traffic_back() -> None:
             "openai", primary, failure_threshold=2, recovery_timeout=0.3, success_threshold=2
         )
         b = provider("azure", fallback)
-        chain = FallbackChain([a, b])
+        chain = Router([a, b])
         for i in range(5):
-            chain.embed_batch(batch_of(chain, [f"early {i}"]))
+            chain.embed(batch_of(chain, [f"early {i}"]))
         assert a.breaker.state == "open"
         early_primary = len(primary.records)
         primary.state.down = None  # the primary comes back
         time.sleep(0.35)
         assert a.breaker.state == "half_open"
         for i in range(10):
-            chain.embed_batch(batch_of(chain, [f"late {i}"]))
+            chain.embed(batch_of(chain, [f"late {i}"]))
         assert a.breaker.state == "closed"
         assert primary.ok_requests() == 10
         assert len(primary.records) == early_primary + 10
@@ -122,10 +122,10 @@ def test_primary_recovering_mid_run_gets_traffic_back() -> None:
 
 def test_fatal_errors_are_not_hidden_by_the_fallback() -> None:
     with ApiServer("openai") as primary, ApiServer("azure") as fallback:
-        chain = FallbackChain([provider("openai", primary), provider("azure", fallback)])
+        chain = Router([provider("openai", primary), provider("azure", fallback)])
         primary.fail_next("401")
         with pytest.raises(FatalProviderError, match="HTTP 401"):
-            chain.embed_batch(batch_of(chain, ["x"]))
+            chain.embed(batch_of(chain, ["x"]))
         assert fallback.records == []
 
 
@@ -133,9 +133,9 @@ def test_all_members_failing_is_a_provider_error() -> None:
     with ApiServer("openai", down="503") as s1, ApiServer("azure", down="503") as s2:
         a = provider("openai", s1, max_retries=1, failure_threshold=100)
         b = provider("azure", s2, max_retries=1, failure_threshold=100)
-        chain = FallbackChain([a, b])
+        chain = Router([a, b])
         with pytest.raises(ProviderError, match="every provider failed: openai: gave up") as info:
-            chain.embed_batch(batch_of(chain, ["x"]))
+            chain.embed(batch_of(chain, ["x"]))
         assert "azure: gave up after 2 attempts" in str(info.value)
         assert len(s1.records) == 2 and len(s2.records) == 2
 
@@ -143,12 +143,12 @@ def test_all_members_failing_is_a_provider_error() -> None:
 def test_all_breakers_open_waits_for_a_probe_then_succeeds() -> None:
     with ApiServer("openai", down="503") as s1, ApiServer("azure") as s2:
         a = provider("openai", s1, max_retries=0, failure_threshold=1, recovery_timeout=0.2)
-        chain = FallbackChain([a])
+        chain = Router([a])
         with pytest.raises(ProviderError):
-            chain.embed_batch(batch_of(chain, ["x"]))
+            chain.embed(batch_of(chain, ["x"]))
         assert a.breaker.state == "open"
         s1.state.down = None
-        r = chain.embed_batch(batch_of(chain, ["x"]))  # waits ~0.2 s for the half-open
+        r = chain.embed(batch_of(chain, ["x"]))  # waits ~0.2 s for the half-open
         np.testing.assert_allclose(r.vectors, expected(s1, ["x"]), rtol=1e-6)
         assert len(s2.records) == 0
 
@@ -157,42 +157,31 @@ def test_members_must_share_a_space() -> None:
     with ApiServer("openai") as s1, ApiServer("voyage", model="voyage-3.5") as s2:
         a, b = provider("openai", s1), provider("voyage", s2)
         with pytest.raises(ConfigError, match="different spaces.*allow_mixed_models"):
-            FallbackChain([a, b])
+            Router([a, b])
         with pytest.raises(ConfigError, match="one vector size"):
-            FallbackChain([a, provider("azure", s1, dimensions=16)])
+            Router([a, provider("azure", s1, dimensions=16)])
 
 
 def test_mixed_models_record_the_model_of_each_row() -> None:
     with ApiServer("openai", down="503") as s1, ApiServer("voyage", model="voyage-3.5") as s2:
         a = provider("openai", s1, failure_threshold=1)
         b = provider("voyage", s2)
-        chain = FallbackChain([a, b], allow_mixed_models=True)
+        chain = Router([a, b], allow_mixed_models=True)
         assert chain.info.space.startswith("mixed:")
-        r = chain.embed_batch(batch_of(chain, ["x", "y"]))
+        r = chain.embed(batch_of(chain, ["x", "y"]))
         assert r.models == ["voyage-3.5", "voyage-3.5"]
         np.testing.assert_allclose(r.vectors, expected(s2, ["x", "y"]), rtol=1e-6)
         s1.state.down = None
         time.sleep(0.25)
-        r = chain.embed_batch(batch_of(chain, ["z"]))
+        r = chain.embed(batch_of(chain, ["z"]))
         assert r.models == ["text-embedding-3-small"]
-
-
-def test_a_member_whose_budget_does_not_cover_the_batch_is_skipped() -> None:
-    with ApiServer("openai") as s1, ApiServer("azure") as s2:
-        a, b = provider("openai", s1), provider("azure", s2)
-        chain = FallbackChain([a, b])
-        assert a.can_afford(batch_of(chain, ["x"]))  # no budget: always
-        a.budget_gate = lambda info, batch: batch.tokens < 5
-        chain.embed_batch(batch_of(chain, ["tiny"]))
-        chain.embed_batch(batch_of(chain, ["a much longer text that costs more tokens"]))
-        assert len(s1.records) == 1 and len(s2.records) == 1
 
 
 def test_chain_info_is_the_strictest_of_its_members() -> None:
     with ApiServer("openai") as s1, ApiServer("cohere") as s2:
         a = provider("openai", s1)
         b = provider("cohere", s2, space=a.info.space)
-        chain = FallbackChain([a, b])
+        chain = Router([a, b])
         assert chain.info.max_batch_inputs == 96
         assert chain.info.max_tokens == min(a.info.max_tokens, b.info.max_tokens)
         assert chain.info.fingerprint == a.info.fingerprint

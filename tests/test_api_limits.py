@@ -7,14 +7,8 @@ import random
 
 import pytest
 
-from embedgen.providers.limits import (
-    CircuitBreaker,
-    RateLimitHeaders,
-    RetryPolicy,
-    TokenBucket,
-    parse_duration,
-    parse_retry_after,
-)
+from embedgen.providers.http_headers import RateLimitHeaders, parse_duration, parse_retry_after
+from embedgen.router.limits import CircuitBreaker, RetryPolicy, TokenBucket
 
 
 class Clock:

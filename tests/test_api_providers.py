@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from embedgen.errors import ConfigError, FatalProviderError, ProviderError
-from tests.api_helpers import KEY, KEY_VARS_ALL, PROTOCOL, batch_of, expected, provider
+from tests.api_helpers import KEY, KEY_VARS_ALL, PROTOCOL, batch_of, expected, provider, route
 from tests.api_servers import ApiServer
 
 TEXTS = ["the quick brown fox", "jumps over the lazy dog", "héllo wörld 日本語", "ok"]
@@ -25,7 +25,7 @@ def test_each_protocol_embeds_in_order(kind: str) -> None:
     with ApiServer(PROTOCOL[kind]) as server:
         p = provider(kind, server)
         batch = batch_of(p, TEXTS)
-        result = p.embed_batch(batch)
+        result = route(p).embed(batch)
         assert result.vectors.dtype == np.float32
         np.testing.assert_allclose(result.vectors, expected(server, TEXTS), rtol=1e-6)
         assert result.usage_tokens == sum(server.state.count_tokens(t) for t in TEXTS)
@@ -44,7 +44,7 @@ def test_bpe_counts_match_the_server() -> None:
     with ApiServer("openai") as server:
         p = provider("openai", server)
         batch = batch_of(p, TEXTS)
-        result = p.embed_batch(batch)
+        result = route(p).embed(batch)
         assert result.usage_tokens == batch.tokens
 
 
@@ -58,7 +58,7 @@ def test_each_fault_is_retried_and_never_output(kind: str, fault: str) -> None:
     with ApiServer(PROTOCOL[kind], slow_seconds=0.6) as server:
         p = provider(kind, server, timeout=0.3)
         server.fail_next(fault)
-        result = p.embed_batch(batch_of(p, TEXTS))
+        result = route(p).embed(batch_of(p, TEXTS))
         np.testing.assert_allclose(result.vectors, expected(server, TEXTS), rtol=1e-6)
         assert np.isfinite(result.vectors).all()
         stats = p.stats()
@@ -72,7 +72,7 @@ def test_retry_after_http_date_is_honoured() -> None:
     with ApiServer("openai") as server:
         p = provider("openai", server)
         server.fail_next("429-date")
-        p.embed_batch(batch_of(p, TEXTS))
+        route(p).embed(batch_of(p, TEXTS))
         # The date is two seconds ahead at one-second resolution: a wait of (1, 2] s.
         r0, r1 = server.records
         assert r1.at - r0.at >= 0.9
@@ -83,7 +83,7 @@ def test_retry_after_seconds_is_honoured() -> None:
     with ApiServer("openai", retry_after="1") as server:
         p = provider("openai", server)
         server.fail_next("429")
-        p.embed_batch(batch_of(p, TEXTS))
+        route(p).embed(batch_of(p, TEXTS))
         r0, r1 = server.records
         assert r1.at - r0.at >= 0.95
 
@@ -93,7 +93,7 @@ def test_gives_up_after_max_retries() -> None:
         p = provider("openai", server, max_retries=3, failure_threshold=100)
         server.fail_next(*["500"] * 10)
         with pytest.raises(ProviderError, match="gave up after 4 attempts: .*HTTP 500"):
-            p.embed_batch(batch_of(p, TEXTS))
+            route(p).embed(batch_of(p, TEXTS))
         assert len(server.records) == 4
         assert p.stats().gave_up == 1
 
@@ -113,7 +113,7 @@ def test_bad_key_fails_fast_with_the_api_message(kind: str, monkeypatch) -> None
     with ApiServer(PROTOCOL[kind]) as server:
         p = provider(kind, server)
         with pytest.raises(FatalProviderError) as info:
-            p.embed_batch(batch_of(p, TEXTS))
+            route(p).embed(batch_of(p, TEXTS))
         msg = str(info.value)
         assert "HTTP 401" in msg and "Incorrect API key provided" in msg and var in msg
         assert wrong not in msg and wrong not in repr(info.value)
@@ -125,7 +125,7 @@ def test_bad_request_fails_fast() -> None:
         p = provider("openai", server)
         server.fail_next("400")
         with pytest.raises(FatalProviderError, match="HTTP 400: input is invalid"):
-            p.embed_batch(batch_of(p, TEXTS))
+            route(p).embed(batch_of(p, TEXTS))
         assert len(server.records) == 1
         assert p.breaker.state == "closed"
 
@@ -134,7 +134,7 @@ def test_wrong_deployment_is_a_404_naming_what_to_check() -> None:
     with ApiServer("azure") as server:
         p = provider("azure", server, deployment="nope")
         with pytest.raises(FatalProviderError, match="HTTP 404.*check base_url"):
-            p.embed_batch(batch_of(p, TEXTS))
+            route(p).embed(batch_of(p, TEXTS))
 
 
 def test_missing_key_variable_is_a_config_error(monkeypatch) -> None:
@@ -147,7 +147,7 @@ def test_missing_key_variable_is_a_config_error(monkeypatch) -> None:
 def test_compatible_server_without_key() -> None:
     with ApiServer("openai", key=None) as server:
         p = provider("openai_compatible", server, api_key_env=None)
-        p.embed_batch(batch_of(p, TEXTS))
+        route(p).embed(batch_of(p, TEXTS))
         assert "Authorization" not in server.records[0].headers
 
 
@@ -158,7 +158,7 @@ def test_concurrent_requests_share_one_client() -> None:
         p = provider("openai", server, max_concurrency=4)
         batches = [[f"text {i} {j}" for j in range(5)] for i in range(40)]
         with ThreadPoolExecutor(4) as pool:
-            results = list(pool.map(lambda t: p.embed_batch(batch_of(p, t)), batches))
+            results = list(pool.map(lambda t: route(p).embed(batch_of(p, t)), batches))
         for texts, r in zip(batches, results, strict=True):
             np.testing.assert_allclose(r.vectors, expected(server, texts), rtol=1e-6)
         assert p.stats().requests == 40
@@ -170,7 +170,7 @@ def test_rate_limit_headers_start_a_bucket() -> None:
     with ApiServer("openai", rpm=600, rate_headers=True) as server:
         p = provider("openai", server, max_retries=10)
         for i in range(25):
-            p.embed_batch(batch_of(p, [f"t{i}"]))
+            route(p).embed(batch_of(p, [f"t{i}"]))
         limited = sum(1 for r in server.records if r.status == 429)
         assert limited <= 2, limited
         assert p.stats().batches == 25
@@ -181,7 +181,7 @@ def test_configured_limits_keep_under_a_server_limiter() -> None:
         p = provider("openai", server, rpm=1200, max_retries=10)
         t0 = time.monotonic()
         for i in range(40):
-            p.embed_batch(batch_of(p, [f"t{i}"]))
+            route(p).embed(batch_of(p, [f"t{i}"]))
         elapsed = time.monotonic() - t0
         limited = sum(1 for r in server.records if r.status == 429)
         assert limited <= 2, limited

@@ -1,7 +1,7 @@
 """``embedgen run`` against loopback API servers, through the config file and the CLI.
 
 These need the lead's wiring: ``embedgen.config.ProviderConfig`` accepting the API kinds
-and ``embedgen.providers.factory`` calling ``build_api_provider`` / ``FallbackChain``.
+and ``embedgen.router.build`` building the run's router over ``build_api_provider``.
 """
 
 from __future__ import annotations

@@ -15,12 +15,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from embedgen.budget.attach import attach
 from embedgen.budget.caps import Budget, Caps
 from embedgen.budget.ledger import Ledger, month_of
 from embedgen.budget.prices import cost_pico, fmt_usd, pico_per_token, to_pico
 from embedgen.errors import BudgetExceeded
-from embedgen.providers.chain import FallbackChain
+from embedgen.router import Router
 from tests.api_helpers import KEY, KEY_VARS_ALL, batch_of, provider
 from tests.api_servers import ApiServer
 
@@ -85,11 +84,11 @@ def test_caps_hold_and_every_chunk_is_embedded_once(
         opts = {"max_concurrency": 8}
         a = provider("openai", a_srv, name="a", price_per_mtok=price_a, **opts)
         b = provider("azure", b_srv, name="b", price_per_mtok=price_b, **opts)
-        guard = attach(FallbackChain([a, b]), budget)
+        guard = Router([a, b], spend=budget)
 
         def one(texts: list[str]) -> str:
             try:
-                guard.embed_batch(batch_of(guard, texts))
+                guard.embed(batch_of(guard, texts))
             except BudgetExceeded:
                 return "stopped"
             return "ok"
@@ -133,9 +132,9 @@ def test_batch_moves_to_the_next_provider_when_the_first_is_out_of_budget(
     per_batch = cost_pico(batch_of(a, batches[0]).tokens, 10.0)
     caps = Caps(providers={"a": 3 * per_batch + per_batch // 2})
     budget = Budget(Ledger(tmp_path / "ledger.json"), caps)
-    guard = attach(FallbackChain([a, b]), budget)
+    guard = Router([a, b], spend=budget)
     for batch in batches:
-        guard.embed_batch(batch_of(guard, batch))
+        guard.embed(batch_of(guard, batch))
     assert len(_billed(a_srv)) == 3
     assert len(_billed(b_srv)) == 7
     assert budget.run_spent["a"] <= caps.providers["a"]
@@ -147,11 +146,11 @@ def test_stop_message_says_what_was_spent(servers, tmp_path: Path) -> None:
     a = provider("openai", a_srv, name="a", price_per_mtok=5.0)
     batch_cost = cost_pico(batch_of(a, ["one two three", "four five"]).tokens, 5.0)
     budget = Budget(Ledger(tmp_path / "l.json"), Caps(run=batch_cost * 2))
-    guard = attach(FallbackChain([a]), budget)
-    guard.embed_batch(batch_of(guard, ["one two three", "four five"]))
-    guard.embed_batch(batch_of(guard, ["one two three", "four six"]))
+    guard = Router([a], spend=budget)
+    guard.embed(batch_of(guard, ["one two three", "four five"]))
+    guard.embed(batch_of(guard, ["one two three", "four six"]))
     with pytest.raises(BudgetExceeded) as info:
-        guard.embed_batch(batch_of(guard, ["seven eight nine", "ten"]))
+        guard.embed(batch_of(guard, ["seven eight nine", "ten"]))
     msg = str(info.value)
     assert info.value.exit_code == 3
     assert "run cap" in msg and fmt_usd(budget.run_total()) in msg and "re-run" in msg
@@ -159,7 +158,7 @@ def test_stop_message_says_what_was_spent(servers, tmp_path: Path) -> None:
     # the run stays stopped: later batches are refused without a request
     before = len(a_srv.records)
     with pytest.raises(BudgetExceeded):
-        guard.embed_batch(batch_of(guard, ["x"]))
+        guard.embed(batch_of(guard, ["x"]))
     assert len(a_srv.records) == before
 
 
@@ -173,21 +172,21 @@ def test_monthly_caps_count_earlier_runs_and_alerts_fire_once(
     one = cost_pico(batch_of(a, ["alpha beta gamma"]).tokens, 50.0)
     caps = Caps(monthly=one * 4, alert_at=(0.5, 0.8))
     first = Budget(Ledger(path), caps)
-    g1 = attach(FallbackChain([a]), first)
+    g1 = Router([a], spend=first)
     with caplog.at_level("WARNING", logger="embedgen"):
         for _ in range(2):
-            g1.embed_batch(batch_of(g1, ["alpha beta gamma"]))
+            g1.embed(batch_of(g1, ["alpha beta gamma"]))
     first.close("finished")
     assert [r.message for r in caplog.records].count(
         f"budget: 50% of the monthly cap ({month_of()}) used ({fmt_usd(2 * one)} of "
         f"{fmt_usd(4 * one)})"
     ) == 1
     second = Budget(Ledger(path), caps)  # a later run of the same month
-    g2 = attach(FallbackChain([a]), second)
-    g2.embed_batch(batch_of(g2, ["alpha beta gamma"]))
-    g2.embed_batch(batch_of(g2, ["alpha beta gamma"]))
+    g2 = Router([a], spend=second)
+    g2.embed(batch_of(g2, ["alpha beta gamma"]))
+    g2.embed(batch_of(g2, ["alpha beta gamma"]))
     with pytest.raises(BudgetExceeded, match="monthly cap"):
-        g2.embed_batch(batch_of(g2, ["alpha beta gamma"]))
+        g2.embed(batch_of(g2, ["alpha beta gamma"]))
     second.close("stopped")
     state = Ledger(path).read()
     assert state.month_spend(month_of()) == {"a": 4 * one}
@@ -199,8 +198,8 @@ def test_usage_reported_by_the_api_is_what_is_recorded(tmp_path: Path) -> None:
     with ApiServer("openai", count_tokens=lambda t: 2 * len(t.split())) as srv:
         a = provider("openai", srv, name="a", price_per_mtok=1.0, tokenizer="estimate")
         budget = Budget(Ledger(tmp_path / "l.json"), Caps())
-        guard = attach(FallbackChain([a]), budget)
-        guard.embed_batch(batch_of(guard, ["one two three"]))
+        guard = Router([a], spend=budget)
+        guard.embed(batch_of(guard, ["one two three"]))
     assert budget.run_tokens == {"a": 6}
     assert budget.run_spent == {"a": cost_pico(6, 1.0)}
 

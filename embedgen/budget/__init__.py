@@ -4,7 +4,8 @@
 - :mod:`~embedgen.budget.ledger`: spend per provider per month and per run, on disk.
 - :mod:`~embedgen.budget.caps`: :class:`~embedgen.budget.caps.Budget`, reserving before
   each request and reconciling after, under run, monthly and per-provider caps.
-- :mod:`~embedgen.budget.attach`: the budget around a provider or fallback chain.
-- :mod:`~embedgen.budget.session`: the budget of one ``run``.
-- :mod:`~embedgen.budget.estimate`, :mod:`~embedgen.budget.report`: ``cost-estimate``.
+- :mod:`~embedgen.budget.report`: what is left under the caps (for ``cost-estimate``).
+
+The budget is a spend account the router consults (:class:`embedgen.router.Spend`), not a
+provider wrapper; this package imports nothing from providers, router or pipeline.
 """

@@ -27,17 +27,12 @@ from typing import TYPE_CHECKING
 
 from embedgen.budget.ledger import Ledger, LedgerState, month_of
 from embedgen.budget.prices import cost_pico, fmt_usd, to_pico
-from embedgen.errors import BudgetExceeded, ProviderError
+from embedgen.errors import BudgetExceeded, OverBudget
 
 if TYPE_CHECKING:
     from embedgen.config import Config
-    from embedgen.providers.base import Batch, ProviderInfo
 
 log = logging.getLogger("embedgen")
-
-
-class OverBudget(ProviderError):
-    """This provider's remaining budget does not cover the batch (the chain tries the next)."""
 
 
 @dataclass(frozen=True)
@@ -91,7 +86,6 @@ class Budget:
         self.started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self._now = clock or (lambda: datetime.now(timezone.utc))
         self._lock = threading.Lock()
-        self._tls = threading.local()
         self.run_spent: dict[str, int] = {}
         self.run_tokens: dict[str, int] = {}
         self._run_reserved: dict[str, int] = {}
@@ -106,31 +100,19 @@ class Budget:
 
         return cls(Ledger(ledger_path(cfg.run.cache_dir)), Caps.from_config(cfg))
 
-    # The chain's questions ---------------------------------------------------------------
-    def begin_batch(self) -> None:
-        """Start recording which providers refuse the calling thread's next batch."""
-        self._tls.refused = {}
-
-    def refusals(self) -> dict[str, str]:
-        """Provider name -> why it refused, for the calling thread's current batch."""
-        return dict(getattr(self._tls, "refused", {}))
-
-    def fits(self, info: ProviderInfo, batch: Batch) -> bool:
-        """Whether the batch fits, by the last known ledger state (the chain's quick check)."""
-        cost = cost_pico(batch.tokens, info.price_per_mtok)
+    # The router's questions (the Spend protocol) -------------------------------------
+    def fits(self, account: str, price_per_mtok: float, tokens: int) -> str | None:
+        """Why ``tokens`` more would pass a cap, by the last known ledger state (None: fits)."""
+        cost = cost_pico(tokens, price_per_mtok)
         if cost == 0:
-            return True
+            return None
         with self._lock:
-            reason = self._check(info.name, cost, self._snapshot, self._month())
-        if reason:
-            self._refuse(info.name, reason)
-        return reason is None
+            return self._check(account, cost, self._snapshot, self._month())
 
-    def reserve(self, info: ProviderInfo, batch: Batch) -> Reservation:
-        """Reserve the batch's cost under every cap, or raise OverBudget."""
+    def reserve(self, account: str, price_per_mtok: float, tokens: int) -> Reservation:
+        """Reserve the cost under every cap, or raise OverBudget."""
         month = self._month()
-        res = Reservation(info.name, cost_pico(batch.tokens, info.price_per_mtok),
-                          info.price_per_mtok, month)  # fmt: skip
+        res = Reservation(account, cost_pico(tokens, price_per_mtok), price_per_mtok, month)
         if res.amount == 0:
             return res
         with self._lock:
@@ -150,8 +132,8 @@ class Budget:
             if reason is None:
                 self._run_reserved[res.name] = self._run_reserved.get(res.name, 0) + res.amount
         if reason is not None:
-            self._refuse(res.name, reason)
-            raise OverBudget(f"{res.name}: budget does not cover the batch ({reason})")
+            msg = f"{res.name}: budget does not cover the batch ({reason})"
+            raise OverBudget(msg, reason=reason)
         return res
 
     def settle(self, res: Reservation, billed_tokens: int) -> None:
@@ -183,7 +165,7 @@ class Budget:
                 self.stop_reason = "; ".join(f"{n}: {r}" for n, r in refused.items())
             return self.stop_reason
 
-    def exceeded(self, refused: dict[str, str], batch: Batch) -> BudgetExceeded:
+    def exceeded(self, refused: dict[str, str]) -> BudgetExceeded:
         """The error that stops the run (its message is rebuilt by :meth:`message` at the end)."""
         self.stop(refused)
         return BudgetExceeded(self.message())
@@ -226,11 +208,6 @@ class Budget:
     # Internals -------------------------------------------------------------------------
     def _month(self) -> str:
         return month_of(self._now())
-
-    def _refuse(self, name: str, reason: str) -> None:
-        refused = getattr(self._tls, "refused", None)
-        if refused is not None:
-            refused.setdefault(name, reason)
 
     def _check(self, name: str, cost: int, state: LedgerState, month: str) -> str | None:
         """Why ``cost`` more for ``name`` would pass a cap; None when it fits."""

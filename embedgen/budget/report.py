@@ -1,13 +1,10 @@
-"""``cost-estimate`` as a library call: a corpus and providers in, one plain dict out."""
+"""Budget figures for reports: what is left under the caps that apply to a provider."""
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from embedgen.budget.prices import fmt_usd
-from embedgen.config.catalog import PRICES_AS_OF
 
 if TYPE_CHECKING:
     from embedgen.budget.caps import Caps
@@ -15,85 +12,13 @@ if TYPE_CHECKING:
     from embedgen.config import Config
 
 
-def estimate_cost(
-    input: str | Path,
-    *,
-    config: Config | str | Path | None = None,
-    providers: list[str] | None = None,
-    sample: int | None = None,
-    text_column: str | None = None,
-    cache_dir: str | Path | None = None,
-) -> dict[str, Any]:
-    """What embedding ``input`` would cost with each provider, as ``--json`` prints it."""
-    from embedgen.budget.estimate import count, count_documents, row
-    from embedgen.budget.targets import build_target, provider_configs
-    from embedgen.config import Config, apply_overrides, load
-    from embedgen.pipeline.read import discover_inputs
-
-    started = time.perf_counter()
-    cfg = config if isinstance(config, Config) else load(config)
-    cfg = cfg.model_copy(deep=True)
-    apply_overrides(cfg, "run", {"text_column": text_column,
-                                 "cache_dir": str(cache_dir) if cache_dir else None})  # fmt: skip
-    paths = discover_inputs(input)
-    targets = []
-    try:
-        for name, pcfg in provider_configs(cfg, list(providers or [])):
-            targets.append(build_target(cfg, name, pcfg))
-        cache = _open_cache_readonly(cfg)
-        try:
-            limit = sample if sample is not None else cfg.run.limit
-            counted = count(paths, targets, cfg, cache=cache, limit=limit)
-        finally:
-            if cache is not None:
-                cache.close()
-    finally:
-        for t in targets:
-            if t.provider is not None:
-                t.provider.close()
-    total = counted.documents
-    extrapolated = False
-    if sample is not None and counted.documents >= sample:
-        total = count_documents(paths)
-        if cfg.run.limit is not None:
-            total = min(total, cfg.run.limit)
-        extrapolated = total > counted.documents
-    scale = total / counted.documents if extrapolated and counted.documents else 1.0
-    caps, state = _budget_state(cfg)
-    rows = []
-    for t in targets:
-        remaining, note = remaining_budget(caps, state, t.name, _month())
-        rows.append(row(t, counted, scale, remaining, note))
-    return {
-        "input": str(input),
-        "documents": total,
-        "sample_documents": counted.documents if extrapolated else None,
-        "extrapolated": extrapolated,
-        "prices_as_of": PRICES_AS_OF,
-        "providers": rows,
-        "seconds": round(time.perf_counter() - started, 2),
-    }
-
-
-def _month() -> str:
+def this_month() -> str:
     from embedgen.budget.ledger import month_of
 
     return month_of()
 
 
-def _open_cache_readonly(cfg: Config) -> Any:
-    """The vector cache, read-only, when it exists (an estimate never creates one)."""
-    if not cfg.run.use_cache:
-        return None
-    from embedgen.pipeline.cache import VectorCache, resolve_cache_dir
-
-    where = resolve_cache_dir(cfg.run.cache_dir)
-    if not (where / "data.mdb").is_file():
-        return None
-    return VectorCache.open(where, readonly=True)
-
-
-def _budget_state(cfg: Config) -> tuple[Caps, LedgerState]:
+def budget_state(cfg: Config) -> tuple[Caps, LedgerState]:
     from embedgen.budget.caps import Caps
     from embedgen.budget.ledger import Ledger, LedgerState, ledger_path
 

@@ -34,7 +34,7 @@ def cost_estimate(
     ),
 ) -> None:
     """Count tokens with each provider's tokenizer and price them, minus cached chunks."""
-    from embedgen.budget.report import estimate_cost
+    from embedgen.pipeline.cost import estimate_cost
 
     report = estimate_cost(
         input,

@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from embedgen.errors import EmbedgenError
+from embedgen.errors import EmbedgenError, UsageError
+from embedgen.util.atomic import replace_durably
 
 _DISK_FULL_ERRNOS = {28, 122}  # ENOSPC, EDQUOT
 
@@ -58,7 +59,7 @@ class OutputWriter:
             taken = {f.name for f in fields}
             for f in keep_schema:
                 if f.name in taken:
-                    raise EmbedgenError(
+                    raise UsageError(
                         f"--keep column {f.name!r} clashes with an output column; rename it"
                     )
                 fields.append(f)
@@ -106,7 +107,7 @@ class OutputWriter:
     def finish(self) -> Path:
         try:
             self._writer.close()
-            os.replace(self.tmp, self.path)
+            replace_durably(self.tmp, self.path)
         except OSError as exc:
             raise _write_error(self.path, exc) from None
         partial = partial_path(self.path)
@@ -125,7 +126,7 @@ class OutputWriter:
             self.tmp.unlink(missing_ok=True)
             return None
         partial = partial_path(self.path)
-        os.replace(self.tmp, partial)
+        replace_durably(self.tmp, partial)
         return partial
 
 
@@ -140,3 +141,91 @@ def _write_error(path: Path, exc: OSError) -> EmbedgenError:
             "kept in the cache, nothing is recomputed)"
         )
     return EmbedgenError(f"cannot write {path}: {exc.strerror or exc}")
+
+
+def output_metadata(info: Any, run: Any, max_tokens: int) -> dict[str, str]:
+    """The file's key-value metadata: model, fingerprint, dim, dtype, chunking, version."""
+    from datetime import datetime, timezone
+
+    from embedgen import __version__
+
+    meta = {
+        "model": info.model,
+        "provider": info.name,
+        "kind": info.kind,
+        "fingerprint": info.fingerprint,
+        "dim": str(info.dim),
+        "dtype": run.dtype,
+        "max_tokens": str(max_tokens),
+        "overlap": str(run.overlap),
+        "version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    meta.update({k: v for k, v in info.details.items() if k not in meta})
+    return meta
+
+
+def open_writer(
+    path: Path,
+    docs: Any,
+    *,
+    info: Any,
+    run: Any,
+    max_tokens: int,
+    extra_columns: tuple[str, ...],
+) -> OutputWriter:
+    """The writer of a run's output, typed after its first document batch (``docs``)."""
+    import pyarrow as pa
+
+    id_type: Any = pa.int64()
+    keep_schema = None
+    if docs is not None and docs.ids:
+        if run.id_column:
+            id_type = pa.array(docs.ids).type
+        keep_schema = docs.keep.schema if docs.keep is not None else None
+    return OutputWriter(
+        path,
+        dim=info.dim,
+        dtype=run.dtype,
+        with_text=not run.no_text,
+        id_type=id_type,
+        keep_schema=keep_schema,
+        with_model="model" in extra_columns,
+        with_sparse="sparse" in extra_columns,
+        metadata=output_metadata(info, run, max_tokens),
+    )
+
+
+def window_columns(
+    w: Any, schema: Any, *, id_column: str | None, with_text: bool, extras: dict[str, list[Any]]
+) -> tuple[dict[str, Any], Any]:
+    """A window's output columns (all but the vectors) and its passthrough columns."""
+    import pyarrow as pa
+
+    ch = w.chunks
+    idx = w.doc_index
+    ids = [w.docs.ids[i] for i in idx]
+    try:
+        id_arr = pa.array(ids, type=schema.field("id").type)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        raise UsageError(
+            f"id column {id_column!r} has values of mixed types "
+            f"(expected {schema.field('id').type})"
+        ) from None
+    columns: dict[str, Any] = {
+        "id": id_arr,
+        "chunk": pa.array([c.index for c in ch], type=pa.int32()),
+        "char_start": pa.array([c.char_start for c in ch], type=pa.int32()),
+        "char_end": pa.array([c.char_end for c in ch], type=pa.int32()),
+        "tokens": pa.array([c.tokens for c in ch], type=pa.int32()),
+    }
+    if with_text:
+        columns["text"] = pa.array([c.text for c in ch], type=pa.string())
+    if "sparse" in extras:
+        columns["sparse"] = pa.array(
+            [sorted(d.items()) for d in extras["sparse"]], type=pa.map_(pa.int32(), pa.float32())
+        )
+    if "model" in extras:
+        columns["model"] = pa.array(extras["model"], type=pa.string())
+    keep = w.docs.keep.take(pa.array(idx, type=pa.int64())) if w.docs.keep is not None else None
+    return columns, keep

@@ -1,4 +1,4 @@
-"""Building a hosted API provider from its config: key, protocol, reliability layer."""
+"""Building a hosted API provider from its config: key and protocol."""
 
 from __future__ import annotations
 
@@ -6,12 +6,11 @@ import os
 from typing import TYPE_CHECKING
 
 from embedgen.errors import ConfigError
-from embedgen.redact import Secret
+from embedgen.redact import Secret, header_problem
 
 if TYPE_CHECKING:
     from embedgen.config import ApiConfigBase
     from embedgen.providers.http_base import HttpProvider
-    from embedgen.providers.reliable import ReliableProvider
 
 
 def read_key(name: str, cfg: ApiConfigBase) -> Secret | None:
@@ -25,7 +24,14 @@ def read_key(name: str, cfg: ApiConfigBase) -> Secret | None:
             f"providers.{name}: the API key variable {var} is not set; "
             f"export {var}=... (keys are never read from the config file)"
         )
-    return Secret(value)
+    key = Secret(value)  # registered for redaction even when it is refused below
+    problem = header_problem(value)
+    if problem is not None:
+        raise ConfigError(
+            f"providers.{name}: the API key in {var} cannot be sent in an HTTP header "
+            f"({problem}); export {var} again with the key exactly as the provider issued it"
+        )
+    return key
 
 
 def provider_class(name: str, cfg: ApiConfigBase) -> type[HttpProvider]:
@@ -48,20 +54,6 @@ def provider_class(name: str, cfg: ApiConfigBase) -> type[HttpProvider]:
     return cls
 
 
-def build_api_provider(name: str, cfg: ApiConfigBase) -> ReliableProvider:
-    """The provider named ``name``, wrapped in limits, retries and a circuit breaker."""
-    from embedgen.providers.reliable import Reliability, ReliableProvider
-
-    inner = provider_class(name, cfg)(name, cfg, read_key(name, cfg))
-    settings = Reliability(
-        rpm=cfg.rpm,
-        tpm=cfg.tpm,
-        max_retries=cfg.max_retries,
-        backoff_base=cfg.backoff_base,
-        backoff_max=cfg.backoff_max,
-        failure_threshold=cfg.failure_threshold,
-        recovery_timeout=cfg.recovery_timeout,
-        success_threshold=cfg.success_threshold,
-        max_concurrency=cfg.max_concurrency,
-    )
-    return ReliableProvider(inner, settings)
+def build_api_provider(name: str, cfg: ApiConfigBase) -> HttpProvider:
+    """The bare HTTP provider named ``name`` (the router adds limits, retries and a breaker)."""
+    return provider_class(name, cfg)(name, cfg, read_key(name, cfg))

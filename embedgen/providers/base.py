@@ -73,6 +73,9 @@ class EmbedResult:
     """Lexical weights (token id -> weight) per text, when sparse output was asked for."""
     models: list[str] | None = None
     """Model that embedded each row, when a fallback chain may mix models."""
+    rate_limits: object | None = None
+    """The reply's ``x-ratelimit-*`` values (``http_headers.RateLimitHeaders``), for the
+    router to tighten its buckets; None for local models."""
 
 
 class TextTokenizer(Protocol):

@@ -1,8 +1,8 @@
-"""Building the provider (or fallback chain) a run uses, from the config."""
+"""Building one bare provider from the config (the router adds limits and fallback)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from embedgen.errors import ConfigError
 
@@ -29,7 +29,13 @@ def build_onnx(cfg: Config, model_cfg: OnnxConfig, name: str) -> Provider:
     )
 
 
+def is_api(pcfg: Any) -> bool:
+    """Whether a ``[providers.NAME]`` table is a hosted API (not a local ONNX model)."""
+    return pcfg is not None and pcfg.kind != "onnx"
+
+
 def build_member(cfg: Config, name: str) -> Provider:
+    """The bare provider named ``name`` (``local`` is the ``[model]`` table by default)."""
     if name == "local" and name not in cfg.providers:
         return build_onnx(cfg, cfg.model, "local")
     pcfg = cfg.providers.get(name)
@@ -40,28 +46,3 @@ def build_member(cfg: Config, name: str) -> Provider:
     from embedgen.providers.api_factory import build_api_provider
 
     return build_api_provider(name, pcfg)
-
-
-def build_provider(cfg: Config) -> Provider:
-    """The run's provider: one member, or a fallback chain of several."""
-    names = cfg.run.providers or ["local"]
-    members: list[Provider] = []
-    try:
-        for name in names:
-            members.append(build_member(cfg, name))
-    except BaseException:
-        for m in members:
-            m.close()
-        raise
-    if len(members) == 1 and members[0].info.kind == "onnx":
-        return members[0]
-    # Even a single API provider goes in a chain: when its breaker opens, the chain waits
-    # for it to half-open once, where a bare provider would fail the run at once.
-    from embedgen.providers.chain import FallbackChain
-
-    try:
-        return FallbackChain(members, cfg.run.allow_mixed_models)
-    except BaseException:
-        for m in members:
-            m.close()
-        raise

@@ -5,7 +5,7 @@ place: a good response becomes an :class:`EmbedResult` (after checking count, di
 finiteness); 429/408/409/5xx, timeouts, connection errors and malformed bodies become
 :class:`TransientProviderError` (retryable, with the server's Retry-After); 400, 401,
 403, 404, 422 and other client errors become :class:`FatalProviderError` with the API's
-own message. Retries, limits and the breaker live in :mod:`embedgen.providers.reliable`.
+own message. Retries, limits and the breaker are the router's (:mod:`embedgen.router`).
 """
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ from __future__ import annotations
 import abc
 import json
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from embedgen.errors import FatalProviderError, ProviderError
+from embedgen.errors import ConfigError, FatalProviderError, ProviderError, TransientProviderError
 from embedgen.providers.base import Batch, EmbedResult, Provider, ProviderInfo, TextTokenizer
-from embedgen.providers.limits import RateLimitHeaders, parse_retry_after
-from embedgen.redact import Secret, redact
+from embedgen.providers.http_headers import RateLimitHeaders, parse_retry_after
+from embedgen.redact import Secret, header_problem, redact
 
 if TYPE_CHECKING:
     import httpx
@@ -30,15 +30,8 @@ if TYPE_CHECKING:
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
 
 
-class TransientProviderError(ProviderError):
-    """A failed request that a retry may fix (rate limit, 5xx, timeout, bad body)."""
-
-    def __init__(
-        self, message: str, *, retry_after: float | None = None, status: int | None = None
-    ):
-        super().__init__(redact(message))
-        self.retry_after = retry_after
-        self.status = status
+def _transient(message: str, **kw: Any) -> TransientProviderError:
+    return TransientProviderError(redact(message), **kw)
 
 
 def api_message(body: bytes, limit: int = 300) -> str:
@@ -47,7 +40,7 @@ def api_message(body: bytes, limit: int = 300) -> str:
     try:
         data = json.loads(text)
     except ValueError:
-        return " ".join(text.split())[:limit] or "(empty body)"
+        return " ".join(redact(text).split())[:limit] or "(empty body)"
     msg: Any = data
     if isinstance(data, dict):
         err = data.get("error")
@@ -57,7 +50,7 @@ def api_message(body: bytes, limit: int = 300) -> str:
             msg = err
         else:
             msg = data.get("message") or data.get("detail") or data
-    return " ".join(str(msg).split())[:limit]
+    return " ".join(redact(msg).split())[:limit]  # masked before it is cut
 
 
 def check_vectors(rows: Any, n: int, dim: int) -> np.ndarray:
@@ -65,21 +58,21 @@ def check_vectors(rows: Any, n: int, dim: int) -> np.ndarray:
     import numpy as np
 
     if not isinstance(rows, list):
-        raise TransientProviderError("malformed response: embeddings are not a list")
+        raise _transient("malformed response: embeddings are not a list")
     if len(rows) != n:
-        raise TransientProviderError(f"bad response: {len(rows)} vectors for {n} inputs")
+        raise _transient(f"bad response: {len(rows)} vectors for {n} inputs")
     for row in rows:
         if not isinstance(row, list) or len(row) != dim:
             got = len(row) if isinstance(row, list) else type(row).__name__
-            raise TransientProviderError(
+            raise _transient(
                 f"bad response: a vector has dimension {got}, expected {dim}"
             )
     try:
         mat = np.asarray(rows, dtype=np.float32).reshape(n, dim)
     except (TypeError, ValueError):
-        raise TransientProviderError("malformed response: non-numeric vector values") from None
+        raise _transient("malformed response: non-numeric vector values") from None
     if not np.isfinite(mat).all():
-        raise TransientProviderError("bad response: vectors contain NaN or infinite values")
+        raise _transient("bad response: vectors contain NaN or infinite values")
     return mat
 
 
@@ -93,8 +86,6 @@ class HttpProvider(Provider, abc.ABC):
         self._client: httpx.Client | None = None
         self._lock = threading.Lock()
         self._tokenizer: TextTokenizer | None = None
-        self.on_rate_limits: Callable[[RateLimitHeaders], None] | None = None
-        """Set by the reliability layer to tighten its buckets from response headers."""
         dim = cfg.expected_dim()
         if dim is None:  # the config validator guarantees it; keep mypy and -O honest
             raise ProviderError(f"{name}: vector size unknown; set dim")
@@ -177,28 +168,36 @@ class HttpProvider(Provider, abc.ABC):
             import numpy as np
 
             return EmbedResult(np.zeros((0, self.dim), dtype=np.float32), 0)
+        headers = self.auth_headers()
+        for value in headers.values():
+            problem = header_problem(value)
+            if problem is not None:
+                raise ConfigError(
+                    f"{self.name}: the API key in {self.cfg.api_key_env} cannot be sent in "
+                    f"an HTTP header ({problem})"
+                )
         try:
             resp = self.client().post(
-                self.url(), json=self.payload(list(batch.texts)), headers=self.auth_headers()
+                self.url(), json=self.payload(list(batch.texts)), headers=headers
             )
         except httpx.TimeoutException:
-            raise TransientProviderError(
+            raise _transient(
                 f"{self.name}: no reply within {self.cfg.timeout:g}s (timeout)"
             ) from None
         except httpx.TransportError as exc:
-            raise TransientProviderError(
+            raise _transient(
                 f"{self.name}: connection failed ({type(exc).__name__}: {redact(exc)})"
             ) from None
-        if self.on_rate_limits is not None:
-            rl = RateLimitHeaders.parse(resp.headers)
-            if rl is not None:
-                self.on_rate_limits(rl)
+        rl = RateLimitHeaders.parse(resp.headers)
         status = resp.status_code
         if status != 200:
             msg = f"{self.name}: HTTP {status}: {api_message(resp.content)}"
             if status in RETRYABLE_STATUS or status >= 500:
-                raise TransientProviderError(
-                    msg, retry_after=parse_retry_after(resp.headers), status=status
+                raise _transient(
+                    msg,
+                    retry_after=parse_retry_after(resp.headers),
+                    status=status,
+                    rate_limits=rl,
                 )
             hint = {
                 401: f" (check the key in ${self.cfg.api_key_env})",
@@ -209,18 +208,18 @@ class HttpProvider(Provider, abc.ABC):
         try:
             data = resp.json()
         except ValueError:
-            raise TransientProviderError(f"{self.name}: malformed JSON in the response") from None
+            raise _transient(f"{self.name}: malformed JSON in the response") from None
         try:
             rows, usage = self.read(data, n)
         except (KeyError, IndexError, TypeError, ValueError) as exc:
-            raise TransientProviderError(
+            raise _transient(
                 f"{self.name}: malformed response ({type(exc).__name__}: {exc})"
             ) from None
         try:
             vectors = check_vectors(rows, n, self.dim)
         except TransientProviderError as exc:
-            raise TransientProviderError(f"{self.name}: {exc}") from None
-        return EmbedResult(vectors, usage)
+            raise _transient(f"{self.name}: {exc}", rate_limits=rl) from None
+        return EmbedResult(vectors, usage, rate_limits=rl)
 
     def close(self) -> None:
         with self._lock:

@@ -2,12 +2,12 @@
 
 ::
 
-    budget = RunBudget.open(cfg, provider)      # provider under the budget, when priced
-    provider = budget.provider
+    budget = RunBudget.open(cfg, members)       # a Budget when any member has a price
+    router = Router(members, spend=budget.spend)
     try:
-        summary = _Run(...).execute()
+        summary = LocalRun(...).execute()
     except BudgetExceeded as exc:
-        raise budget.explain(exc, paths, cache) from None   # adds what remains to embed
+        raise budget.explain(exc, paths, cache, router) from None   # adds what remains
     finally:
         budget.close(...)
 
@@ -28,36 +28,32 @@ from embedgen.errors import BudgetExceeded
 if TYPE_CHECKING:
     from embedgen.budget.caps import Budget
     from embedgen.config import Config
-    from embedgen.providers.base import Provider
+    from embedgen.providers.base import ProviderInfo
+    from embedgen.router import Router
 
 log = logging.getLogger("embedgen")
 
 
 class RunBudget:
-    """The run's provider under its budget, and the run's spend."""
+    """The run's spend account (for the router) and what the run spent."""
 
-    def __init__(self, cfg: Config, provider: Provider, budget: Budget | None) -> None:
+    def __init__(self, cfg: Config, budget: Budget | None) -> None:
         self.cfg = cfg
         self.budget = budget
-        self.raw = provider
-        if budget is None:
-            self.provider = provider
-        else:
-            from embedgen.budget.attach import attach
-
-            self.provider = attach(provider, budget)
         self._closed = False
 
+    @property
+    def spend(self) -> Budget | None:
+        return self.budget
+
     @classmethod
-    def open(cls, cfg: Config, provider: Provider) -> RunBudget:
-        """A budget when any member has a price; none (a pass-through) otherwise."""
-        members = getattr(provider, "members", [provider])
-        priced = any(m.info.price_per_mtok > 0 for m in members)
-        if not priced:
-            return cls(cfg, provider, None)
+    def open(cls, cfg: Config, infos: list[ProviderInfo]) -> RunBudget:
+        """A budget when any member has a price; none (no ledger at all) otherwise."""
+        if not any(i.price_per_mtok > 0 for i in infos):
+            return cls(cfg, None)
         from embedgen.budget.caps import Budget
 
-        return cls(cfg, provider, Budget.from_config(cfg))
+        return cls(cfg, Budget.from_config(cfg))
 
     def lines(self) -> list[str]:
         """Summary lines: what this run spent, per provider."""
@@ -67,7 +63,9 @@ class RunBudget:
         per = ", ".join(f"{n} {fmt_usd(v)}" for n, v in sorted(b.run_spent.items()) if v)
         return [f"spent:     {fmt_usd(b.run_total())}" + (f" ({per})" if per else "")]
 
-    def explain(self, exc: BudgetExceeded, paths: list[Path], cache: Any = None) -> BudgetExceeded:
+    def explain(
+        self, exc: BudgetExceeded, paths: list[Path], cache: Any, router: Router
+    ) -> BudgetExceeded:
         """``exc`` with what remains to embed (uncached chunks, tokens) and its cost."""
         if self.budget is None or self.budget.stop_reason is None:
             return exc
@@ -75,7 +73,7 @@ class RunBudget:
         msg = self.budget.message()
         kept = re.search(r" \(rows written so far are in .*\)$", str(exc.args[0]))
         try:
-            msg += "; " + self._remaining(paths, cache)
+            msg += "; " + self._remaining(paths, cache, router)
         except Exception as err:  # the stop message must not be lost to a counting error
             log.warning(f"could not count what remains to embed: {err}")
         return BudgetExceeded(msg + (kept.group(0) if kept else ""))
@@ -85,20 +83,18 @@ class RunBudget:
             self._closed = True
             self.budget.close(status)
 
-    def _remaining(self, paths: list[Path], cache: Any) -> str:
-        from embedgen.budget.estimate import count
-        from embedgen.budget.targets import Target
+    def _remaining(self, paths: list[Path], cache: Any, router: Router) -> str:
+        from embedgen.pipeline.estimate import count
+        from embedgen.pipeline.targets import Target
 
-        p = self.raw
-        info = p.info
+        info = router.info
         window = min(self.cfg.run.max_tokens or info.max_tokens, info.max_tokens)
-        target = Target(info.name, info, p.tokenizer(), window, self.cfg.run.overlap)
+        target = Target(info.name, info, router.tokenizer(), window, self.cfg.run.overlap)
         counted = count(paths, [target], self.cfg, cache=cache, limit=self.cfg.run.limit)
         tally = counted.tallies[info.name]
-        members = getattr(p, "members", [p])
         costs = ", ".join(
             f"{fmt_usd(cost_pico(tally.tokens, m.info.price_per_mtok))} at {m.info.name}"
-            for m in members
+            for m in router.members
         )
         note = "" if cache is not None else " (the cache is off: a re-run starts over)"
         return (

@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 from embedgen.budget.prices import cost_pico, fmt_usd, usd
 
 if TYPE_CHECKING:
-    from embedgen.budget.targets import Target
     from embedgen.config import Config
     from embedgen.pipeline.chunk import Chunk
+    from embedgen.pipeline.targets import Target
 
 ASSUMED_LATENCY_S = 1.0
 """Seconds per API request when no rate limit is configured (a documented assumption)."""
@@ -56,8 +56,8 @@ def count(
     limit: int | None = None,
 ) -> Counted:  # fmt: skip
     """Stream the corpus (first ``limit`` documents) and count chunks, tokens and requests."""
+    from embedgen.cache import cache_keys, fingerprint_id
     from embedgen.pipeline.batch import plan_batches
-    from embedgen.pipeline.cache import cache_keys, fingerprint_id
     from embedgen.pipeline.chunk import Chunker
 
     groups: dict[tuple[Any, int, int], list[Target]] = {}
@@ -116,28 +116,19 @@ def count(
 def _windows(
     paths: list[Path], cfg: Config, limit: int | None
 ) -> Iterator[tuple[list[str], int, int]]:
-    """(texts to embed, documents skipped, documents) per document window of ``run``."""
-    from embedgen.pipeline.read import ReadOptions, read_documents
+    """(texts to embed, documents skipped, documents) per document window of ``run``.
+
+    The run's own reading and skip rules; the texts are chunked by the caller, once per
+    tokenizer and chunk size.
+    """
+    from embedgen.pipeline.read import ReadOptions
+    from embedgen.pipeline.windows import limited, select
 
     opts = ReadOptions(text_column=cfg.run.text_column, on_error=cfg.run.on_error,
                        batch_rows=cfg.run.sort_window)  # fmt: skip
-    seen = 0
-    for docs in read_documents(paths, opts):
-        texts = list(docs.texts)
-        if limit is not None:
-            if seen >= limit:
-                return
-            texts = texts[: limit - seen]
-        seen += len(texts)
-        # as run counts: a malformed row is in skips and also a None text; count it once
-        already = {s.row for s in docs.skips}
-        valid, skipped = [], len(docs.skips)
-        for i, text in enumerate(texts):
-            if text is not None and text.strip():
-                valid.append(text)
-            elif text is not None or docs.row_numbers[i] not in already:
-                skipped += 1
-        yield valid, skipped, len(texts) + len(docs.skips)
+    for docs in limited(paths, opts, limit):
+        valid, skips = select(docs)
+        yield [docs.texts[i] for i in valid], len(skips), len(docs.texts) + len(docs.skips)  # type: ignore[misc]
 
 
 def _warm_up(t: Target, tally: Tally, chunks: list[Chunk], overhead: int) -> None:

@@ -1,0 +1,82 @@
+"""Stage 3: look a window's chunks up in the cache; find the distinct misses.
+
+Every chunk gets its cache key (model fingerprint + text). Hits are copied into the
+window's vector matrix; of the misses, each distinct text is embedded once and its
+repeats copy it. Runs that may mix models, or want sparse weights, do not read the cache
+(a cached row carries a dense vector only), but may still write it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from embedgen.cache import cache_keys
+from embedgen.pipeline.progress import Counters
+from embedgen.pipeline.windows import Window
+
+
+@dataclass
+class Held:
+    """A window looked up in the cache, waiting for its misses to be embedded."""
+
+    window: Window
+    out: np.ndarray
+    """One row per chunk: hits filled in, misses to fill."""
+    extras: dict[str, list[Any]]
+    """Extra output columns (sparse weights, model) per chunk."""
+    keys: list[bytes] = field(default_factory=list)
+    todo: list[int] = field(default_factory=list)
+    """Chunks to embed: the first of each distinct missing text."""
+    copies: list[tuple[int, int]] = field(default_factory=list)
+    """(chunk, chunk it copies): repeats of a text missing earlier in the window."""
+
+
+class Lookup:
+    """Keys and cache hits for windows of one model (fingerprint id ``fp_id``)."""
+
+    def __init__(
+        self,
+        cache: Any,
+        fp_id: bytes,
+        *,
+        dim: int,
+        read: bool = True,
+        extra_columns: tuple[str, ...] = (),
+    ) -> None:
+        self.cache = cache
+        self.fp_id = fp_id
+        self.dim = dim
+        self.read = read and cache is not None
+        self.extra_columns = extra_columns
+
+    def keys(self, texts: list[str]) -> list[bytes]:
+        return cache_keys(self.fp_id, texts)
+
+    def hits(self, keys: list[bytes]) -> list[np.ndarray | None] | None:
+        """Cached vectors by key (None where missing); None when the cache is not read."""
+        return self.cache.get_many(self.fp_id, keys) if self.read else None
+
+    def __call__(self, w: Window, counters: Counters) -> Held:
+        chunks = w.chunks
+        out = np.empty((len(chunks), self.dim), dtype=np.float32)
+        extras: dict[str, list[Any]] = {name: [None] * len(chunks) for name in self.extra_columns}
+        held = Held(w, out, extras)
+        if not chunks:
+            return held
+        held.keys = self.keys([c.text for c in chunks])
+        hits = self.hits(held.keys)
+        first: dict[bytes, int] = {}
+        for i, key in enumerate(held.keys):
+            if hits is not None and hits[i] is not None:
+                out[i] = hits[i]
+                counters.cached += 1
+            elif key in first:
+                held.copies.append((i, first[key]))
+            else:
+                first[key] = i
+                held.todo.append(i)
+        counters.cached += len(held.copies)
+        return held

@@ -1,0 +1,87 @@
+"""A run, described as plain data: the resolved config, the input files, the output path.
+
+A :class:`RunSpec` is picklable (a validated config, paths): an engine sends it to
+worker processes, and each builds its own stages from it (router, chunker, cache),
+never receiving an open handle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from embedgen.config import Config, OnnxConfig, RunConfig, apply_overrides, load
+from embedgen.errors import ConfigError
+from embedgen.pipeline.read import discover_inputs
+
+_ALIASES = {"threads": "num_threads", "model_path": "model"}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    cfg: Config
+    paths: tuple[Path, ...]
+    output: Path
+
+    @classmethod
+    def resolve(
+        cls,
+        input: str | Path,
+        output: str | Path | None = None,
+        *,
+        config: Config | str | Path | None = None,
+        model: str | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> RunSpec:
+        """The effective config, the input files and the output path of a run."""
+        cfg = resolve_config(config, model, options or {})
+        paths = discover_inputs(input)
+        out = Path(output) if output is not None else default_output(paths, input)
+        return cls(cfg, tuple(paths), out)
+
+    @property
+    def skipped_path(self) -> Path:
+        return skipped_path_for(self.output)
+
+
+def resolve_config(
+    config: Config | str | Path | None, model: str | None, options: dict[str, Any]
+) -> Config:
+    """The effective config: the file (or defaults), then the given options on top."""
+    cfg = config if isinstance(config, Config) else load(config)
+    cfg = cfg.model_copy(deep=True)
+    run_opts: dict[str, Any] = {}
+    model_opts: dict[str, Any] = {"model": model}
+    for key, value in options.items():
+        key = _ALIASES.get(key, key)
+        if key in RunConfig.model_fields:
+            run_opts[key] = value
+        elif key in OnnxConfig.model_fields:
+            model_opts[key] = value
+        else:
+            raise ConfigError(f"unknown run option {key!r}")
+    apply_overrides(cfg, "run", run_opts)
+    apply_overrides(cfg, "model", model_opts)
+    return cfg
+
+
+def default_output(paths: list[Path], input_spec: str | Path) -> Path:
+    spec = Path(str(input_spec))
+    if len(paths) == 1 and spec.is_file():
+        name = paths[0].name
+        for suffix in (".gz", ".parquet", ".pq", ".jsonl", ".ndjson"):
+            name = name.removesuffix(suffix)
+        return paths[0].with_name(f"{name}.embeddings.parquet")
+    base = spec if spec.is_dir() else paths[0].parent
+    return base.parent / f"{base.name or 'corpus'}.embeddings.parquet"
+
+
+def skipped_path_for(output: Path) -> Path:
+    return output.with_name(output.name.removesuffix(".parquet") + ".skipped.jsonl")
+
+
+def extra_columns(run: RunConfig) -> tuple[str, ...]:
+    """Output columns beyond the vector: sparse weights, and the model of mixed chains."""
+    mixed = run.allow_mixed_models and len(run.providers) > 1
+    return (("sparse",) if run.sparse else ()) + (("model",) if mixed else ())

@@ -1,0 +1,148 @@
+"""The shape of the code base: module sizes, package layering, one exception tree.
+
+These read the source with ``ast`` (imports inside functions and under TYPE_CHECKING
+count), so a new import that points up the layering fails here, not in a review.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import embedgen
+
+ROOT = Path(embedgen.__file__).parent
+
+LAYERS: list[set[str]] = [
+    {"errors", "redact", "util", "logfile"},
+    {"config"},
+    {"cache", "models"},
+    {"budget"},
+    {"providers"},
+    {"router"},
+    {"batch"},
+    {"pipeline"},
+    {"optimize", "engines"},
+    {"doctor", "cli", "__main__", "__init__"},
+    # __init__ is the root facade: embedgen.embed_corpus and __version__
+]
+"""Bottom to top: a unit may import only units of its own layer or below it."""
+
+MAX_LINES = 400
+
+
+def _modules() -> list[Path]:
+    return sorted(p for p in ROOT.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def _unit(path: Path) -> str:
+    """The package (or top-level module) a file belongs to: ``cache``, ``errors``..."""
+    rel = path.relative_to(ROOT).parts
+    return rel[0].removesuffix(".py")
+
+
+def _imports(path: Path) -> set[str]:
+    """Top-level units of embedgen this file imports, anywhere in it."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module == "embedgen":
+            # ``from embedgen import __version__`` is a constant, not a dependency
+            names = [f"embedgen.{a.name}" for a in node.names if not a.name.startswith("__")]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module]
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == "embedgen" and len(parts) > 1:
+                out.add(parts[1])
+    return out
+
+
+def _layer(unit: str) -> int:
+    for i, layer in enumerate(LAYERS):
+        if unit in layer:
+            return i
+    raise AssertionError(f"{unit!r} is in no layer of tests/test_architecture.py: add it")
+
+
+def test_no_module_is_over_400_lines() -> None:
+    long = {
+        str(p.relative_to(ROOT)): n
+        for p in _modules()
+        if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES
+    }
+    assert not long, long
+
+
+def test_packages_import_only_downward() -> None:
+    bad = []
+    for path in _modules():
+        unit = _unit(path)
+        for dep in _imports(path):
+            if dep != unit and _layer(dep) > _layer(unit):
+                bad.append(f"{path.relative_to(ROOT)} ({unit}) imports {dep}")
+    assert not bad, "\n".join(bad)
+
+
+def test_no_two_packages_import_each_other() -> None:
+    edges: set[tuple[str, str]] = set()
+    for path in _modules():
+        unit = _unit(path)
+        edges.update((unit, dep) for dep in _imports(path) if dep != unit)
+    both = sorted({tuple(sorted(e)) for e in edges if (e[1], e[0]) in edges})
+    assert not both, both
+
+
+def test_every_exception_class_is_in_errors_py() -> None:
+    outside = []
+    for path in _modules():
+        if path.name == "errors.py" and path.parent == ROOT:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef):
+                bases = {ast.unparse(b) for b in node.bases}
+                if any(b.endswith(("Error", "Exception", "Warning")) or b in
+                       {"EmbedgenError", "BudgetExceeded", "OverBudget"} for b in bases):  # fmt: skip
+                    outside.append(f"{path.relative_to(ROOT)}: {node.name}")
+    assert not outside, outside
+
+
+def test_every_exception_is_drawn_in_the_tree() -> None:
+    import inspect
+
+    from embedgen import errors
+
+    doc = errors.__doc__ or ""
+    classes = [
+        name
+        for name, obj in vars(errors).items()
+        if inspect.isclass(obj) and issubclass(obj, Exception) and obj.__module__ == errors.__name__
+    ]
+    missing = [name for name in classes if name not in doc]
+    assert not missing, missing
+
+
+CONTRACT_PROBES = {
+    "available", "seconds_until_available", "can_afford", "members", "on_rate_limits",
+    "budget_gate", "stats", "inner", "embed_batch", "tokenizer", "close", "info",
+}  # fmt: skip
+"""Names that were once probed on providers with getattr/hasattr (issue #10)."""
+
+
+def test_providers_are_not_probed_for_capabilities() -> None:
+    """The Provider contract is embed_batch, info, tokenizer(), close(): nothing else is probed."""
+    probes = []
+    for pkg in ("pipeline", "providers", "budget", "router"):
+        for path in (ROOT / pkg).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
+                    continue
+                name = node.args[1] if node.func.id in ("hasattr", "getattr") else None
+                if node.func.id == "hasattr" or (
+                    isinstance(name, ast.Constant) and name.value in CONTRACT_PROBES
+                ):
+                    probes.append(f"{path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(node)}")
+    assert not probes, "\n".join(probes)
