@@ -23,7 +23,6 @@ import contextlib
 import json
 import os
 import socket
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -33,11 +32,13 @@ from pathlib import Path
 from typing import Any
 
 from embedgen.errors import CacheError
+from embedgen.util.atomic import atomic_write_text
+from embedgen.util.locks import FileMutex, pid_alive
 
 LEDGER_NAME = "budget-ledger.json"
 _STALE_SECONDS = 24 * 3600
 _KEEP_RUNS = 50
-_WINDOWS = sys.platform == "win32"
+_LOCK_WAIT_SECONDS = 600.0
 
 
 def month_of(when: datetime | None = None) -> str:
@@ -47,7 +48,7 @@ def month_of(when: datetime | None = None) -> str:
 
 def ledger_path(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """``budget-ledger.json`` in the cache directory (``--cache-dir``, config or default)."""
-    from embedgen.pipeline.cache import resolve_cache_dir
+    from embedgen.cache import resolve_cache_dir
 
     return resolve_cache_dir(cache_dir) / LEDGER_NAME
 
@@ -135,16 +136,9 @@ class Ledger:
 
     def _save(self, state: LedgerState) -> None:
         state.runs = state.runs[-_KEEP_RUNS:]
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write(state.to_json())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
+            atomic_write_text(self.path, state.to_json())
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
             raise CacheError(
                 f"cannot write the budget ledger {self.path}: {exc.strerror}; "
                 "check the cache directory's permissions and free space"
@@ -153,14 +147,12 @@ class Ledger:
     @staticmethod
     def _settle_stale(state: LedgerState) -> bool:
         """Count reservations of dead runs as spent; True when any was found."""
-        from embedgen.lock import _pid_alive
-
         host, now = socket.gethostname(), time.time()
         stale = [
             rid
             for rid, e in state.reserved.items()
             if now - float(e.get("updated", 0)) > _STALE_SECONDS
-            or (e.get("host") == host and not _pid_alive(int(e.get("pid", -1))))
+            or (e.get("host") == host and not pid_alive(int(e.get("pid", -1))))
         ]
         for rid in stale:
             entry = state.reserved.pop(rid)
@@ -172,49 +164,19 @@ class Ledger:
 
     @contextlib.contextmanager
     def _file_lock(self) -> Iterator[None]:
+        mutex = FileMutex(self.lock_path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.lock_path, os.O_CREAT | os.O_RDWR, 0o644)
+            mutex.acquire(timeout=_LOCK_WAIT_SECONDS)
+        except TimeoutError:
+            raise CacheError(
+                "the budget ledger stayed locked by another run for 10 minutes"
+            ) from None
         except OSError as exc:
             raise CacheError(
                 f"cannot open the budget ledger lock {self.lock_path}: {exc.strerror}"
             ) from None
         try:
-            _lock(fd)
-            try:
-                yield
-            finally:
-                _unlock(fd)
+            yield
         finally:
-            os.close(fd)
-
-
-def _lock(fd: int) -> None:
-    """Block until this process holds the OS lock on ``fd``."""
-    if _WINDOWS:
-        import msvcrt
-
-        for _ in range(600):  # LK_LOCK itself retries for 10 s; bound the wait to ~10 min
-            try:
-                os.lseek(fd, 0, os.SEEK_SET)
-                msvcrt.locking(fd, msvcrt.LK_LOCK, 1)  # type: ignore[attr-defined]
-                return
-            except OSError:
-                continue
-        raise CacheError("the budget ledger stayed locked by another run for 10 minutes")
-    import fcntl
-
-    fcntl.flock(fd, fcntl.LOCK_EX)
-
-
-def _unlock(fd: int) -> None:
-    with contextlib.suppress(OSError):
-        if _WINDOWS:
-            import msvcrt
-
-            os.lseek(fd, 0, os.SEEK_SET)
-            msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)  # type: ignore[attr-defined]
-        else:
-            import fcntl
-
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            mutex.release()

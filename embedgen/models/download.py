@@ -28,6 +28,7 @@ from embedgen.models.manifest import (
     write_manifest,
 )
 from embedgen.models.plan import Plan, plan_for, select_files
+from embedgen.util.atomic import replace_durably
 
 __all__ = ["DownloadResult", "download_model", "plan_for", "verify_folder"]
 
@@ -129,7 +130,7 @@ def _swap_in(staging: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
     if target.exists():
         os.replace(target, old)
-    os.replace(staging, target)
+    replace_durably(staging, target)
     shutil.rmtree(old, ignore_errors=True)
 
 

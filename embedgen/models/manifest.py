@@ -7,12 +7,12 @@ manifest is read as a sentence-transformers layout (see :mod:`embedgen.models.lo
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from embedgen.errors import ModelError
+from embedgen.util.atomic import atomic_write_text
 
 MANIFEST_NAME = "embedgen-model.json"
 
@@ -74,7 +74,5 @@ def read_manifest(folder: Path) -> Manifest | None:
 def write_manifest(folder: Path, manifest: Manifest) -> Path:
     """Write atomically (temp file + rename), so a crash never leaves half a manifest."""
     path = folder / MANIFEST_NAME
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(manifest.to_json(), "utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, manifest.to_json())
     return path
