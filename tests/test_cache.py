@@ -572,10 +572,27 @@ def test_cli_clear_asks_on_a_terminal(cache_dir: Path) -> None:
             assert sum(s.entries for s in c.stats()) == remaining
 
 
-def test_cli_import_does_not_load_lmdb() -> None:
-    code = "import sys, embedgen.cli.cache_cmd; print('lmdb' in sys.modules)"
+@pytest.mark.parametrize("module", ["embedgen.cli.cache_cmd", "embedgen.cache"])
+def test_import_does_not_load_lmdb(module: str) -> None:
+    code = (
+        f"import sys, {module}\n"
+        "from embedgen.cache import VectorCache, CacheAdmin, cache_keys, resolve_cache_dir\n"
+        "print('lmdb' in sys.modules)"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.stdout.strip() == "False", done.stderr
+
+
+def test_cache_imports_no_layer_above_it() -> None:
+    """The cache sits below pipeline, budget and providers (#10): importing it loads none."""
+    code = (
+        "import sys, embedgen.cache, embedgen.cache.admin\n"
+        "above = ('embedgen.pipeline', 'embedgen.budget', 'embedgen.providers', "
+        "'embedgen.router', 'embedgen.engines', 'embedgen.cli')\n"
+        "print(sorted(m for m in sys.modules if m.startswith(above)))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.strip() == "[]", done.stderr
 
 
 _KILLED_WRITER = textwrap.dedent(
