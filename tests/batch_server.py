@@ -11,9 +11,10 @@ poll after ``polls_to_start`` polls (slow completion: raise it). Vectors are tho
 ``tests/api_servers.vector_for`` (deterministic per text), usage counts tokens with
 the client's tokenizer. Switches: ``validation_error`` (the batch fails validation),
 ``fail_rate`` (requests that fail into the error file; each text fails at most once),
-``poll_fail_rate`` (GET of a batch answers 500), ``expire`` (that many batches expire
-with only ``partial`` of their requests done), ``cancel_at_end`` (that many end
-cancelled with ``partial`` done). Everything is recorded for the tests to count.
+``poll_fail_rate`` (that share of batch GETs answer 500, evenly spread), ``expire``
+(that many batches expire with only ``partial`` of their requests done),
+``cancel_at_end`` (that many end cancelled with ``partial`` done). Everything is
+recorded for the tests to count.
 """
 
 from __future__ import annotations
@@ -163,7 +164,8 @@ class _Handler(BaseHTTPRequestHandler):
         if len(parts) == 3 and parts[:2] == ["v1", "batches"]:
             with st.lock:
                 st.calls["poll"] += 1
-                if st.poll_fail_rate and st.rng.random() < st.poll_fail_rate:
+                n = st.calls["poll"]  # exactly poll_fail_rate of the polls fail, spread evenly
+                if int(n * st.poll_fail_rate) != int((n - 1) * st.poll_fail_rate):
                     st.calls["poll_failed"] += 1
                     return self._error(500, "internal error (injected)")
                 b = st.batches.get(parts[2])

@@ -17,6 +17,7 @@ embedgen's exit code:
     0 (0x0) done                      3 (0x3) stopped on budget
     1 (0x1) failed                    4 (0x4) finished, some documents skipped
     2 (0x2) bad usage or config       5 (0x5) another run holds the output lock
+    6 (0x6) batch jobs submitted (mode = "batch", run --no-wait); the next run collects
 
 The task runs whether or not the user is logged on. Choose how with -LogonType:
 

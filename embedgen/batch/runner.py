@@ -54,6 +54,7 @@ class BatchOptions:
 
 @dataclass
 class BatchSummary:
+    provider: str = ""
     submitted: int = 0
     """Jobs submitted by this run."""
     resubmitted_inputs: int = 0
@@ -63,13 +64,13 @@ class BatchSummary:
     cost: int = 0
     polls_failed: int = 0
 
-    def lines(self, name: str) -> list[str]:
+    def lines(self) -> list[str]:
         if not (self.submitted or self.collected):
             return []
         return [
-            f"batches:   {name}: {self.submitted:,} submitted, {self.collected:,} collected "
-            f"({self.vectors:,} vectors, {self.billed_tokens:,} tokens billed, "
-            f"{fmt_usd(self.cost)} at the batch price)"
+            f"batches:   {self.provider}: {self.submitted:,} submitted, "
+            f"{self.collected:,} collected ({self.vectors:,} vectors, "
+            f"{self.billed_tokens:,} tokens billed, {fmt_usd(self.cost)} at the batch price)"
         ]
 
 
@@ -102,14 +103,14 @@ class BatchRunner:
         self.opts = options
         self.notify = notify or log.info
         self._sleep = sleep
-        self.summary = BatchSummary()
         self.name = client.name
+        self.summary = BatchSummary(self.name)
         self._seen: dict[str, tuple[str | None, int, int]] = {}
 
     # The whole life -------------------------------------------------------------------
     def run(self, scan: Callable[[], Iterable[Item]]) -> BatchSummary:
         """Submit, wait and collect until every miss ``scan`` yields is in the cache."""
-        self.summary = BatchSummary()
+        self.summary = BatchSummary(self.name)
         rescan = True
         delay = self.opts.poll_interval
         fresh: set[str] = set()

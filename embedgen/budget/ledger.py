@@ -37,6 +37,8 @@ from embedgen.util.locks import FileMutex, pid_alive
 
 LEDGER_NAME = "budget-ledger.json"
 _STALE_SECONDS = 24 * 3600
+_BATCH_STALE_SECONDS = 30 * 24 * 3600
+"""A batch job's reservation (``"batch": true``, see budget/pending.py) outlives its run."""
 _KEEP_RUNS = 50
 _LOCK_WAIT_SECONDS = 600.0
 
@@ -151,8 +153,13 @@ class Ledger:
         stale = [
             rid
             for rid, e in state.reserved.items()
-            if now - float(e.get("updated", 0)) > _STALE_SECONDS
-            or (e.get("host") == host and not pid_alive(int(e.get("pid", -1))))
+            if now - float(e.get("updated", 0))
+            > (_BATCH_STALE_SECONDS if e.get("batch") else _STALE_SECONDS)
+            or (
+                not e.get("batch")
+                and e.get("host") == host
+                and not pid_alive(int(e.get("pid", -1)))
+            )
         ]
         for rid in stale:
             entry = state.reserved.pop(rid)

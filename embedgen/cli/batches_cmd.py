@@ -46,8 +46,22 @@ def batches(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """List batch jobs: provider, status, request counts, age and cost."""
-    if ctx.invoked_subcommand is not None:
-        return
+    if ctx.invoked_subcommand is None:
+        _list(config, cache_dir, pending, as_json)
+
+
+@batches_app.command("list")
+def list_jobs(
+    config: Path | None = _CONFIG,
+    cache_dir: Path | None = _CACHE,
+    pending: bool = typer.Option(False, "--pending", help="Only jobs not yet collected."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """List batch jobs (the same as plain ``embedgen batches``)."""
+    _list(config, cache_dir, pending, as_json)
+
+
+def _list(config: Path | None, cache_dir: Path | None, pending: bool, as_json: bool) -> None:
     from embedgen.batch.journal import summary
     from embedgen.budget.prices import fmt_usd, usd
 

@@ -92,6 +92,9 @@ def run(
     max_cost: float | None = typer.Option(
         None, "--max-cost", help="Stop (exit 3) before this run spends more than USD on APIs."
     ),
+    no_wait: bool = typer.Option(
+        False, "--no-wait", help='mode = "batch": submit the batch jobs and exit 6 (collect later).'
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no summary."),
 ) -> None:
     """Embed a corpus into a Parquet file of chunk embeddings."""
@@ -122,6 +125,7 @@ def run(
         "use_cache": False if no_cache else None,
         "sparse": sparse or None,
         "max_cost_usd": max_cost,
+        "batch_wait": False if no_wait else None,
     }
     _embed_and_report(input, output, cfg, model, quiet, options)
 

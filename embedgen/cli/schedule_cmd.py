@@ -162,7 +162,8 @@ WantedBy=timers.target
 
 # then: systemctl --user daemon-reload && systemctl --user enable --now embedgen-nightly.timer
 # and, to run while logged out: loginctl enable-linger "$USER"
-# exit codes: 0 done, 1 failed, 2 usage/config, 3 budget, 4 skipped documents, 5 locked
+# exit codes: 0 done, 1 failed, 2 usage/config, 3 budget, 4 skipped documents, 5 locked,
+#   6 batch jobs submitted (mode = "batch" with --no-wait): the next run collects them
 """
 
 

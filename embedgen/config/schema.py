@@ -55,6 +55,8 @@ class RunConfig(Strict):
     log_file: str | None = None
     max_cost_usd: float | None = Field(default=None, ge=0)
     """A cap on this run's spend (``run --max-cost``), beside ``[budget] run_usd``."""
+    batch_wait: bool = True
+    """Batch mode: wait for submitted jobs; false (``run --no-wait``): exit 6 once submitted."""
 
 
 class OnnxConfig(Strict):

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from embedgen.batch.pack import Item
 from embedgen.config import Config, RunConfig
 from embedgen.errors import BudgetExceeded, EmbedgenError
 from embedgen.pipeline.lookup import Held, Lookup
@@ -131,9 +132,14 @@ def run_local(spec: RunSpec, mode: str) -> RunSummary:
             )
             cache = open_cache(cfg.run)
             try:
-                summary = LocalRun(spec, router, mode, cache).execute()
+                from embedgen.batch.prepass import batch_prepass
+
+                run = LocalRun(spec, router, mode, cache)
+                batches = batch_prepass(cfg, cache, run.misses, fingerprint=router.info.fingerprint,
+                                        wait=cfg.run.batch_wait, output=out)  # fmt: skip
+                summary = run.execute()
                 status = "finished"
-                summary.budget_lines = budget.lines()
+                summary.budget_lines = budget.lines() + (batches.lines() if batches else [])
                 return summary
             except BudgetExceeded as exc:
                 status = "stopped on budget"
@@ -212,6 +218,13 @@ class LocalRun:
         self._held_misses = 0
         self._held_chunks = 0
 
+    def misses(self) -> Iterator[Item]:
+        """Every chunk of the corpus not in the cache, once per window (batch mode's scan)."""
+        for w in self.windows(list(self.spec.paths)):
+            held = self.lookup(w, Counters())
+            for i in held.todo:
+                yield Item(held.keys[i], w.chunks[i].text, w.chunks[i].tokens + self.overhead)
+
     # -- producer -------------------------------------------------------------------
 
     def _produce(self, q: queue.Queue[Any], stop: threading.Event) -> None:
@@ -265,8 +278,9 @@ class LocalRun:
         except BaseException as exc:
             stop.set()
             kept = self.writer.abort() if self.writer is not None else None
-            if kept is not None and isinstance(exc, EmbedgenError):
-                exc.args = (f"{exc.args[0]} (rows written so far are in {kept})",)
+            self.store.close()
+            if isinstance(exc, EmbedgenError):
+                exc.args = (f"{exc.args[0]} ({self._kept(kept)})",)
             raise
         finally:
             stop.set()
@@ -275,6 +289,17 @@ class LocalRun:
                 self._skip_file.close()
             self.store.close()
         return self._summary(time.perf_counter() - started)
+
+    def _kept(self, partial: Path | None) -> str:
+        """What a failed run kept, and how to go on from it."""
+        done = self.store.committed
+        where = f"{done:,} embedded chunks are in the cache at {self.cache.path}" if done else ""
+        if partial is not None:
+            note = f"rows written so far are in {partial}"
+            return note + (f"; {where}" if where else "")
+        if where:
+            return f"no rows were written yet; {where}: re-run the same command to go on"
+        return "nothing was embedded yet"
 
     def _summary(self, seconds: float) -> RunSummary:
         c = self.counters
