@@ -8,8 +8,9 @@ that ``huggingface_hub`` uses to download a model:
   ``X-Linked-Etag`` / ``X-Linked-Size`` for LFS files, ``Content-Length`` and ``Range``.
 
 Switches on :class:`HubServer` corrupt or truncate a served file (the listing keeps the
-true size and sha256), add a path-escaping name to the listing, or make every request
-fail with 503. Every request is logged, so a test can assert that none was made.
+true size and sha256), list names without sizes or hashes (as some mirrors do), add a
+path-escaping name to the listing, or make every request fail with 503. Every request
+is logged, so a test can assert that none was made.
 """
 
 from __future__ import annotations
@@ -84,6 +85,9 @@ class HubServer:
     """Names added to every listing and served as given (e.g. ``onnx/../../x``)."""
     down: bool = False
     """Answer every request with 503."""
+    unverified: bool = False
+    """List file names only, without size, git blob id or sha256 (a mirror that lists
+    no hashes); files are still served."""
     requests: list[tuple[str, str]] = field(default_factory=list)
     auth_headers: list[str | None] = field(default_factory=list)
     _httpd: ThreadingHTTPServer | None = None
@@ -170,6 +174,8 @@ class _Handler(BaseHTTPRequestHandler):
         return repo, rev, parts[3:]
 
     def _listing(self, repo: HubRepo) -> dict[str, dict]:
+        if self.server_state.unverified:
+            return {p: {} for p in sorted(repo.files)}
         items = {p: repo.entry(p) for p in sorted(repo.files)}
         for name, data in self.server_state.extra_names.items():
             items[name] = {
@@ -245,7 +251,12 @@ class _Handler(BaseHTTPRequestHandler):
                     folders.add(folder)
                     out.append({"type": "directory", "oid": "0" * 40, "size": 0, "path": folder})
                 continue
-            item = {"type": "file", "oid": entry["blobId"], "size": entry["size"], "path": path}
+            item = {
+                "type": "file",
+                "path": path,
+                "oid": entry.get("blobId"),
+                "size": entry.get("size"),
+            }
             if "lfs" in entry:
                 item["lfs"] = {
                     "oid": entry["lfs"]["sha256"],

@@ -413,3 +413,46 @@ def test_models_table_piped(models: Path, tmp_path: Path) -> None:
     from embedgen.models.registry import load_registry
 
     assert set(load_registry()) <= _shown_names(out.stdout), out.stdout
+
+
+# -- a Hub or mirror that lists no sha256 or size (issue 14, defect 11) -------------------
+
+
+def test_unverifiable_download_warns(hub: HubServer, models: Path) -> None:
+    hub.unverified = True
+    result = cli("download", "acme/tiny-st")
+    assert result.exit_code == 0, result.output
+    warning = next(ln for ln in result.output.splitlines() if ln.startswith("warning:"))
+    assert "could not be verified" in warning and "onnx/model.onnx" in result.output
+    m = read_manifest(models / "tiny-st")
+    assert m is not None and "onnx/model.onnx" in m.extra["unverified"]
+
+
+def test_require_verified_refuses_an_unverifiable_download(hub: HubServer, models: Path) -> None:
+    hub.unverified = True
+    result = cli("download", "acme/tiny-st", "--require-verified")
+    assert result.exit_code == 1, result.output
+    assert "--require-verified" in result.output and "sha256" in result.output
+    assert not _resolves(hub), "nothing is fetched that cannot be verified"
+    assert not (models / "tiny-st").exists()
+
+
+def test_require_verified_accepts_a_verified_download(hub: HubServer, models: Path) -> None:
+    result = cli("download", "acme/tiny-st", "--require-verified")
+    assert result.exit_code == 0, result.output
+    assert "warning" not in result.output
+    m = read_manifest(models / "tiny-st")
+    assert m is not None and not m.extra.get("unverified")
+
+
+def test_require_verified_refuses_a_folder_fetched_unverified(hub: HubServer, models: Path) -> None:
+    hub.unverified = True
+    assert cli("download", "acme/tiny-st").exit_code == 0
+    hub.unverified = False
+    result = cli("download", "acme/tiny-st", "--require-verified")
+    assert result.exit_code == 1, result.output
+    assert "--force" in result.output
+    result = cli("download", "acme/tiny-st", "--require-verified", "--force")
+    assert result.exit_code == 0, result.output
+    m = read_manifest(models / "tiny-st")
+    assert m is not None and not m.extra.get("unverified")

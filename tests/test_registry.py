@@ -130,3 +130,31 @@ def test_listing_models_imports_nothing_heavy(tmp_path: Path) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """Every module a file imports, at the top or inside functions."""
+    import ast
+
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+def test_models_imports_nothing_above_it() -> None:
+    """models/ sits below providers/ (issue 10): no import of providers, router or pipeline."""
+    import embedgen.models
+
+    folder = Path(embedgen.models.__file__).parent
+    above = ("embedgen.providers", "embedgen.router", "embedgen.pipeline", "embedgen.budget")
+    bad = {
+        f"{p.name}: {m}"
+        for p in sorted(folder.glob("*.py"))
+        for m in _imported_modules(p)
+        if m.startswith(above)
+    }
+    assert not bad, sorted(bad)

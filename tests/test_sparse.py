@@ -13,9 +13,9 @@ import pytest
 from hub_server import build_onnx, build_tokenizer, standin_weights, write_torch_linear
 
 from embedgen.errors import ModelError
+from embedgen.models.onnx_info import find_sparse_head
 from embedgen.providers.sparse import (
     SparseHead,
-    find_sparse_head,
     lexical_weights,
     load_sparse_head,
     read_safetensors,
@@ -95,11 +95,29 @@ def test_head_formats_read_the_same(tmp_path: Path, fmt: str) -> None:
 
 
 def test_safetensors_matches_the_reference_writer(tmp_path: Path) -> None:
-    st = pytest.importorskip("safetensors.numpy")
+    import safetensors.numpy as st
+
     arr = np.arange(12, dtype=np.float32).reshape(3, 4)
     st.save_file({"weight": arr, "bias": np.ones(1, np.float32)}, str(tmp_path / "h.safetensors"))
     got = read_safetensors(tmp_path / "h.safetensors")
     assert np.array_equal(got["weight"], arr)
+
+
+def test_bfloat16_safetensors_head_is_widened(tmp_path: Path) -> None:
+    """numpy has no bfloat16: a BF16 head (as some exports ship) still reads, as float32."""
+    weight = np.array([[1.0, -2.5, 0.15625, 3.0]], dtype=np.float32)  # exact in bfloat16
+    raw = (weight.view(np.uint32) >> 16).astype("<u2").tobytes()
+    bias = np.array([0.5], dtype="<f4").tobytes()
+    header = {
+        "weight": {"dtype": "BF16", "shape": [1, 4], "data_offsets": [0, len(raw)]},
+        "bias": {"dtype": "F32", "shape": [1], "data_offsets": [len(raw), len(raw) + 4]},
+    }
+    blob = json.dumps(header).encode()
+    path = tmp_path / "sparse_linear.safetensors"
+    path.write_bytes(struct.pack("<Q", len(blob)) + blob + raw + bias)
+    head = load_sparse_head(path)
+    assert head.weight.dtype == np.float32 and np.array_equal(head.weight, weight[0])
+    assert head.bias == 0.5
 
 
 def test_torch_file_cannot_run_code(tmp_path: Path) -> None:

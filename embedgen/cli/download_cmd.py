@@ -30,15 +30,23 @@ def download(
     max_tokens: int = typer.Option(None, "--max-tokens", help="Most tokens per input."),
     query_prefix: str = typer.Option(None, "--query-prefix", help="Text put before queries."),
     document_prefix: str = typer.Option(None, "--document-prefix", help="Text before documents."),
+    require_verified: bool = typer.Option(
+        False,
+        "--require-verified",
+        help="Refuse files the Hub (or mirror) lists without a sha256 to check them against.",
+    ),
 ) -> None:
     """Fetch an ONNX model from the Hugging Face Hub (HF_ENDPOINT, HF_TOKEN honoured)."""
     from embedgen.cli.output import warn
     from embedgen.models.download import download_model
+    from embedgen.providers.smoke import smoke_test
 
     result = download_model(
         model,
         models_dir=models_dir,
         force=force,
+        require_verified=require_verified,
+        prove=smoke_test,
         revision=revision,
         variant=variant,
         name=name,

@@ -1,10 +1,14 @@
 """``embedgen download``: fetch a model's ONNX files from the Hub, verify, record, prove.
 
 A download goes to ``<models-dir>/.<name>.partial/`` (resumable), every file is
-checked against the Hub's size and sha256 (LFS) or git blob id, the model is loaded
-once to embed a sentence, the manifest is written, and only then does the folder
-replace ``<models-dir>/<name>/``. A folder whose manifest still verifies is left as
-is without touching the network.
+checked against the Hub's size and sha256 (LFS) or git blob id, the caller's proof
+(``prove``: load the model once and embed a sentence) runs, the manifest is written,
+and only then does the folder replace ``<models-dir>/<name>/``. A folder whose
+manifest still verifies is left as is without touching the network.
+
+A Hub or mirror that lists no hash for a file cannot have that file verified: the
+download says so in a note and records the files in the manifest, and
+``require_verified`` refuses such downloads before fetching anything.
 """
 
 from __future__ import annotations
@@ -12,9 +16,10 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from embedgen.errors import ModelError
 from embedgen.models import hub
@@ -27,8 +32,12 @@ from embedgen.models.manifest import (
     read_manifest,
     write_manifest,
 )
+from embedgen.models.onnx_info import SPARSE_OUTPUT, find_sparse_head, graph_outputs
 from embedgen.models.plan import Plan, plan_for, select_files
 from embedgen.util.atomic import replace_durably
+
+if TYPE_CHECKING:
+    from embedgen.models.local import ModelSpec
 
 __all__ = ["DownloadResult", "download_model", "plan_for", "verify_folder"]
 
@@ -95,10 +104,17 @@ def _check_against_hub(local: Path, remote: hub.RemoteFile, ep: str) -> FileEntr
     return FileEntry(path=remote.path, size=size, sha256=digest)
 
 
+def _unverifiable(rev: hub.RemoteRevision, chosen: list[str]) -> list[str]:
+    """The chosen files for which the listing gives no sha256 and no git blob id."""
+    return [p for p in chosen if rev.files[p].sha256 is None and not rev.files[p].git_sha1]
+
+
 # -- the download ---------------------------------------------------------------------
 
 
-def _target_ok(target: Path, plan: Plan, notes: list[str]) -> Manifest | None:
+def _target_ok(
+    target: Path, plan: Plan, notes: list[str], require_verified: bool
+) -> Manifest | None:
     """The target's manifest when it already holds this model, verified; else None."""
     manifest = read_manifest(target) if target.is_dir() else None
     if manifest is None:
@@ -121,6 +137,13 @@ def _target_ok(target: Path, plan: Plan, notes: list[str]) -> Manifest | None:
     if problems:
         notes.append(f"{target.name}: {problems[0]}; fetched again")
         return None
+    unverified = manifest.extra.get("unverified") or []
+    if require_verified and unverified:
+        raise ModelError(
+            f"{target} was fetched from a source that listed no hashes, so "
+            f"{', '.join(unverified)} were never verified; pass --force to fetch it again "
+            "with --require-verified, or drop --require-verified"
+        )
     return manifest
 
 
@@ -139,20 +162,24 @@ def download_model(
     *,
     models_dir: Path | None = None,
     force: bool = False,
-    smoke: bool = True,
+    require_verified: bool = False,
+    prove: Callable[[ModelSpec], int] | None = None,
     **options: Any,
 ) -> DownloadResult:
     """Fetch ``model`` (registry name or ``ORG/REPO``) into ``<models_dir>/<name>/``.
 
-    ``options`` are :func:`~embedgen.models.plan.plan_for`'s: revision, variant, name,
-    onnx_file, pooling, dim, max_tokens, query_prefix, document_prefix.
+    ``prove`` loads the staged model and returns its vector size (e.g.
+    :func:`embedgen.providers.smoke.smoke_test`); None skips that proof.
+    ``require_verified`` refuses files the Hub lists without a hash. ``options`` are
+    :func:`~embedgen.models.plan.plan_for`'s: revision, variant, name, onnx_file,
+    pooling, dim, max_tokens, query_prefix, document_prefix.
     """
     plan = plan_for(model, **options)
     root = (models_dir or default_models_dir()).expanduser()
     target = root / plan.name
     notes: list[str] = []
     if not force:
-        done = _target_ok(target, plan, notes)
+        done = _target_ok(target, plan, notes, require_verified)
         if done is not None:
             return DownloadResult(target, done, False, sum(f.size for f in done.files), done.dim)
     if hub.offline():
@@ -162,12 +189,26 @@ def download_model(
         )
     rev = hub.list_revision(plan.repo, plan.revision, target=target)
     chosen = select_files(plan, rev)
+    ep = hub.endpoint()
+    unverified = _unverifiable(rev, chosen)
+    names = ", ".join(unverified)
+    if unverified and require_verified:
+        raise ModelError(
+            f"{ep} lists no sha256 or git blob id for {names} of "
+            f"{plan.repo}@{rev.commit[:12]}, so they cannot be verified and "
+            "--require-verified refuses them; download from a Hub that lists hashes"
+        )
+    if unverified:
+        notes.append(
+            f"{len(unverified)} file(s) of {plan.repo} could not be verified: {ep} lists "
+            f"no sha256 or size for {names}; pass --require-verified to refuse "
+            "such downloads"
+        )
     staging = root / f".{plan.name}.partial"
     if force:
         shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True, exist_ok=True)
     entries = []
-    ep = hub.endpoint()
     for path in chosen:
         local = hub.fetch_file(
             plan.repo, path, commit=rev.commit, folder=staging, force=force, target=target
@@ -178,11 +219,11 @@ def download_model(
             hub.forget_file(staging, path)
             raise
     manifest = _manifest(plan, rev, entries, staging)
+    if unverified:
+        manifest.extra["unverified"] = sorted(unverified)
     write_manifest(staging, manifest)
-    if smoke:
-        from embedgen.models.onnx_info import smoke_test
-
-        dim = smoke_test(read_folder(staging, name=plan.name))
+    if prove is not None:
+        dim = prove(read_folder(staging, name=plan.name))
         if manifest.dim is not None and dim != manifest.dim:
             raise ModelError(
                 f"{plan.name}: the model gives {dim}-d vectors, expected {manifest.dim}; "
@@ -200,9 +241,6 @@ def _manifest(
     plan: Plan, rev: hub.RemoteRevision, entries: list[FileEntry], staging: Path
 ) -> Manifest:
     """The manifest: the plan, filled in from the fetched files where it left things open."""
-    from embedgen.models.onnx_info import graph_outputs
-    from embedgen.providers.sparse import SPARSE_OUTPUT, find_sparse_head
-
     if plan.onnx_file is None or plan.tokenizer_file is None:
         raise ModelError(f"{plan.repo}: no ONNX file or tokenizer chosen")
     onnx_path = staging / plan.onnx_file

@@ -1,21 +1,21 @@
-"""Facts about a downloaded ONNX model: its output names, and a one-sentence smoke test.
+"""Facts about a downloaded ONNX model: its output names and its sparse head file.
 
 :func:`graph_outputs` reads the output names straight from the protobuf (skipping
-the weights), so no onnxruntime session is built just to look. :func:`smoke_test`
-loads the model once with the ONNX provider and embeds a sentence.
+the weights), so no onnxruntime session is built just to look. Loading the model to
+embed a test sentence is done above this package (:mod:`embedgen.providers.smoke`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 
 from embedgen.errors import ModelError
 
-if TYPE_CHECKING:
-    from embedgen.models.local import ModelSpec
-
-SMOKE_SENTENCE = "embedgen checks that this model loads and embeds a sentence."
+SPARSE_OUTPUT = "sparse_weights"
+"""The graph output that holds BGE-M3's per-token sparse weights, when exported."""
+HEAD_NAMES = ("sparse_linear.safetensors", "sparse_linear.npz", "sparse_linear.pt")
+"""BGE-M3's sparse head (``sparse_linear``) as FlagEmbedding and exporters ship it."""
 _MODEL_GRAPH = 7  # ModelProto.graph
 _GRAPH_OUTPUT = 12  # GraphProto.output
 _VALUE_INFO_NAME = 1  # ValueInfoProto.name
@@ -84,15 +84,10 @@ def graph_outputs(path: Path) -> list[str]:
         raise ModelError(f"{path}: not a readable ONNX file ({exc})") from None
 
 
-def smoke_test(spec: ModelSpec) -> int:
-    """Load the model once with the ONNX provider, embed a sentence, return its dimension."""
-    import numpy as np
-
-    from embedgen.config import OnnxConfig
-    from embedgen.providers.onnx import OnnxProvider
-
-    provider = OnnxProvider(spec, OnnxConfig(device="cpu", warmup_batches=0))
-    vecs = provider.embed_texts([SMOKE_SENTENCE])
-    if vecs.ndim != 2 or vecs.shape[0] != 1 or not np.isfinite(vecs).all() or not vecs.any():
-        raise ModelError(f"{spec.name}: the test sentence gave no usable vector")
-    return int(vecs.shape[1])
+def find_sparse_head(folder: Path, onnx_path: Path | None = None) -> Path | None:
+    """The sparse head file in a model folder (or beside its ONNX file), if any."""
+    for base in (folder, onnx_path.parent if onnx_path else folder):
+        for name in HEAD_NAMES:
+            if (base / name).is_file():
+                return base / name
+    return None

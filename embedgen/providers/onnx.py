@@ -203,13 +203,8 @@ class OnnxProvider(Provider):
 
     def _sparse_setup(self, outputs: list[str]) -> tuple[Any, set[int], list[str]]:
         """The sparse head (or None when the graph outputs sparse_weights) and what to fetch."""
-        from embedgen.providers.sparse import (
-            SPARSE_OUTPUT,
-            TOKEN_OUTPUTS,
-            find_sparse_head,
-            load_sparse_head,
-            special_token_ids,
-        )
+        from embedgen.models.onnx_info import SPARSE_OUTPUT, find_sparse_head
+        from embedgen.providers.sparse import TOKEN_OUTPUTS, load_sparse_head, special_token_ids
 
         special = special_token_ids(self.spec.tokenizer_path)
         if SPARSE_OUTPUT in outputs:

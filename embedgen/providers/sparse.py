@@ -5,16 +5,16 @@ Per-token weights come either from the graph's ``sparse_weights`` output or from
 text's lexical weights are a dict token id -> weight, keeping the largest weight of
 a repeated id, without special tokens (cls, eos, pad, unk) or zero weights.
 
-The head is read from ``sparse_linear.safetensors``, ``sparse_linear.npz`` or
-FlagEmbedding's ``sparse_linear.pt``; the ``.pt`` is unpickled with an allow-list
-(no code from the file runs, and torch is not needed).
+The head (found by :func:`embedgen.models.onnx_info.find_sparse_head`) is read from
+``sparse_linear.safetensors`` (with ``safetensors.numpy``), ``sparse_linear.npz`` or
+FlagEmbedding's ``sparse_linear.pt``; the ``.pt`` is unpickled with an allow-list (no
+code from the file runs, and torch is not needed).
 """
 
 from __future__ import annotations
 
 import json
 import pickle
-import struct
 import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -24,9 +24,8 @@ from typing import Any
 import numpy as np
 
 from embedgen.errors import ModelError
+from embedgen.models.onnx_info import SPARSE_OUTPUT
 
-HEAD_NAMES = ("sparse_linear.safetensors", "sparse_linear.npz", "sparse_linear.pt")
-SPARSE_OUTPUT = "sparse_weights"
 TOKEN_OUTPUTS = ("last_hidden_state", "token_embeddings")
 _SPECIAL_KEYS = ("cls_token", "eos_token", "pad_token", "unk_token")
 _SPECIAL_FALLBACK = ("<s>", "</s>", "<pad>", "<unk>", "[CLS]", "[PAD]", "[UNK]")
@@ -118,17 +117,10 @@ def special_token_ids(tokenizer_path: Path) -> set[int]:
 # -- reading the head ----------------------------------------------------------------
 
 
-def find_sparse_head(folder: Path, onnx_path: Path | None = None) -> Path | None:
-    """The sparse head file in a model folder (or beside its ONNX file), if any."""
-    for base in (folder, onnx_path.parent if onnx_path else folder):
-        for name in HEAD_NAMES:
-            if (base / name).is_file():
-                return base / name
-    return None
-
-
 def load_sparse_head(path: Path) -> SparseHead:
     """Read ``weight`` (1, hidden) and ``bias`` (1,) from a safetensors, npz or torch file."""
+    from safetensors import SafetensorError
+
     try:
         if path.suffix == ".safetensors":
             tensors = read_safetensors(path)
@@ -139,7 +131,14 @@ def load_sparse_head(path: Path) -> SparseHead:
             tensors = read_torch_state_dict(path)
         else:
             raise ModelError(f"{path}: unknown sparse head format (use .safetensors, .npz, .pt)")
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, pickle.UnpicklingError) as exc:
+    except (
+        OSError,
+        ValueError,
+        KeyError,
+        zipfile.BadZipFile,
+        pickle.UnpicklingError,
+        SafetensorError,
+    ) as exc:
         raise ModelError(f"{path}: unreadable sparse head ({exc})") from None
     weight, bias = tensors.get("weight"), tensors.get("bias")
     if weight is None:
@@ -153,35 +152,32 @@ def load_sparse_head(path: Path) -> SparseHead:
     return SparseHead(weight=weight, bias=b)
 
 
-_ST_DTYPES = {"F32": "<f4", "F16": "<f2", "F64": "<f8", "I64": "<i8", "I32": "<i4"}
+_ST_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4"}
 
 
 def read_safetensors(path: Path) -> dict[str, np.ndarray]:
-    """A safetensors file: 8-byte little-endian header length, JSON header, raw buffers."""
-    raw = path.read_bytes()
-    if len(raw) < 8:
-        raise ValueError("file too short")
-    (n,) = struct.unpack("<Q", raw[:8])
-    if n > len(raw) - 8:
-        raise ValueError("header length beyond end of file")
-    header = json.loads(raw[8 : 8 + n])
-    data = memoryview(raw)[8 + n :]
+    """A safetensors file's tensors, read with ``safetensors.numpy``.
+
+    numpy has no bfloat16, so a file holding BF16 tensors is parsed by the library
+    (:func:`safetensors.deserialize`) and its BF16 tensors are widened to float32 here.
+    """
+    import safetensors.numpy as stn
+
+    try:
+        return stn.load_file(path)
+    except TypeError:  # numpy: "data type 'bfloat16' not understood"
+        from safetensors import deserialize
+
     out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        dtype = info["dtype"]
-        start, end = info["data_offsets"]
-        if not 0 <= start <= end <= len(data):
-            raise ValueError(f"tensor {name} lies outside the file")
-        buf = bytes(data[start:end])
+    for name, view in deserialize(path.read_bytes()):
+        dtype, data, shape = view["dtype"], view["data"], view["shape"]
         if dtype == "BF16":
-            arr = (np.frombuffer(buf, "<u2").astype(np.uint32) << 16).view(np.float32)
+            bits = np.frombuffer(data, "<u2").astype(np.uint32) << 16
+            out[name] = bits.view(np.float32).reshape(shape)
         elif dtype in _ST_DTYPES:
-            arr = np.frombuffer(buf, _ST_DTYPES[dtype])
+            out[name] = np.frombuffer(data, _ST_DTYPES[dtype]).reshape(shape)
         else:
-            raise ValueError(f"unsupported dtype {dtype}")
-        out[name] = arr.reshape(info["shape"])
+            raise ValueError(f"tensor {name} has unsupported dtype {dtype}")
     return out
 
 
