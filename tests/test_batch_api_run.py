@@ -195,3 +195,22 @@ def test_exit_code_6_is_documented_everywhere() -> None:
     if printed.exit_code != 0:  # no --platform option: the host's own instructions
         printed = runner.invoke(app, ["schedule", "print"])
     assert "6 batch jobs submitted" in printed.output or "exit code 6" in printed.output
+
+
+def test_cost_estimate_states_batch_cost_and_time_and_the_run_bills_it(
+    tmp_path: Path, write_parquet
+) -> None:
+    with BatchServer() as server:
+        _, src, cfg, out = setup(tmp_path, write_parquet, server, 200)
+        est = runner.invoke(app, ["cost-estimate", str(src), "-c", str(cfg), "--json"])
+        assert est.exit_code == 0, est.output
+        (row,) = json.loads(est.stdout)["providers"]
+        assert row["batch_price_usd_per_mtok"] == PRICE
+        assert row["batch_jobs"] == 1 and row["batch_seconds_max"] == 24 * 3600
+        table = runner.invoke(app, ["cost-estimate", str(src), "-c", str(cfg)])
+        cost = f"${row['batch_cost_usd']:,.6g}"
+        assert f"batch mode: {cost} in 1 job, done within 24.0 h" in " ".join(table.output.split())
+        result = runner.invoke(app, ["run", str(src), "-c", str(cfg), "-o", str(out)])
+        assert result.exit_code == 0, result.output
+        assert spent() == {"openai": cost_pico(row["tokens"], PRICE)}
+        assert row["tokens"] == server.state.billed_tokens

@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 BATCH_KINDS = frozenset({"openai", "azure"})
 """Provider kinds whose batch API embedgen speaks (documented Files + Batches protocol)."""
 
+COMPLETION_WINDOW_S = 24 * 3600
+"""OpenAI's and Azure's ``completion_window`` (``24h``): a batch ends within it."""
+
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 """Batch statuses after which nothing changes."""
 

@@ -85,12 +85,22 @@ def _print(report: dict[str, Any]) -> None:
     for r in report["providers"]:
         console.print(
             f"{r['provider']}: ${r['price_usd_per_mtok']:g}/1M tokens, tokens "
-            f"{r['token_count']}; time: {r['time_basis']}; budget: {r['budget_note']}",
+            f"{r['token_count']}; time: {r['time_basis']}; budget: {r['budget_note']}"
+            + _batch_note(r),
             markup=False,
         )
     if any(r["token_count"].startswith("estimate") for r in report["providers"]):
         console.print("* estimated: no public tokenizer for this API; counted on the high side")
     console.print(f"prices as of {report['prices_as_of']} (embedgen models --prices)")
+
+
+def _batch_note(r: dict[str, Any]) -> str:
+    """``mode = "batch"``: its cost, jobs and time (each job ends within the window)."""
+    if not r.get("batch_seconds_max"):
+        return ""
+    jobs = r["batch_jobs"]
+    return (f"; batch mode: ${r['batch_cost_usd']:,.6g} in {jobs:,} job{'s' * (jobs != 1)}, "
+            f"done within {_duration(r['batch_seconds_max'])}")  # fmt: skip
 
 
 def _duration(seconds: float) -> str:

@@ -209,6 +209,18 @@ def time_estimate(t: Target, tally: Tally, requests: float, tokens: float) -> tu
     return seconds, (", ".join(parts) + "; " if parts else "no rate limit configured; ") + latency
 
 
+def batch_time(misses: int, scale: float, has_batch: bool) -> dict[str, Any]:
+    """Batch mode's jobs and time: every job ends within the completion window."""
+    if not has_batch:
+        return {"batch_jobs": None, "batch_seconds_max": None}
+    from embedgen.batch.client import COMPLETION_WINDOW_S
+    from embedgen.batch.pack import Limits
+
+    per_job = Limits().file_inputs
+    return {"batch_jobs": -(-round(misses * scale) // per_job),
+            "batch_seconds_max": COMPLETION_WINDOW_S}  # fmt: skip
+
+
 def row(
     t: Target, counted: Counted, scale: float, remaining: int | None, budget_note: str
 ) -> dict[str, Any]:
@@ -239,6 +251,7 @@ def row(
         "cost_usd": usd(cost),
         "batch_price_usd_per_mtok": t.batch_usd_per_mtok,
         "batch_cost_usd": usd(batch_cost) if batch_cost is not None else None,
+        **batch_time(tally.chunks - tally.cached, scale, batch_cost is not None),
         "seconds": round(seconds, 3),
         "time_basis": basis,
         "fits_budget": fits,

@@ -101,7 +101,8 @@ def _one(cfg: Config, spec: str) -> tuple[str, Any]:
 
 def build_target(cfg: Config, name: str, pcfg: Any) -> Target:
     """Metadata and tokenizer of one provider, without network or API key."""
-    from embedgen.config.catalog import batch_price
+    from embedgen.batch.prepass import batch_price
+    from embedgen.config.catalog import BATCH_KINDS
 
     if pcfg.kind == "onnx":
         from embedgen.providers.factory import build_onnx
@@ -120,9 +121,7 @@ def build_target(cfg: Config, name: str, pcfg: Any) -> Target:
         cfg.run.overlap,
         rpm=pcfg.rpm,
         tpm=pcfg.tpm,
-        batch_usd_per_mtok=batch_price(pcfg.kind, pcfg.model)
-        if pcfg.price_per_mtok is None
-        else None,
+        batch_usd_per_mtok=batch_price(pcfg) if pcfg.kind in BATCH_KINDS else None,
     )
 
 
