@@ -295,3 +295,43 @@ def test_packing_respects_every_limit() -> None:
         assert len(f.requests) <= 7 and f.inputs <= 50 and f.bytes <= 4000
         for r in f.requests:
             assert 0 < len(r) <= 10 and sum(it.tokens for it in r) <= 40
+
+
+@pytest.mark.parametrize("kind", ["voyage", "mistral", "cohere", "openai_compatible"])
+def test_batch_mode_without_a_batch_api_is_a_config_error(kind: str) -> None:
+    from embedgen.config import validate
+    from embedgen.errors import ConfigError
+
+    table: dict[str, Any] = {"kind": kind, "mode": "batch", "dim": 8}
+    if kind == "openai_compatible":
+        table.update(base_url="http://127.0.0.1:9/v1", model="m")
+    with pytest.raises(ConfigError, match="batch"):
+        validate({"providers": {"p": table}})
+
+
+def test_only_the_first_provider_may_use_batch_mode() -> None:
+    from embedgen.batch.prepass import batch_member
+    from embedgen.config import validate
+    from embedgen.errors import ConfigError
+
+    table = {"kind": "openai", "mode": "batch", "dimensions": 8}
+    cfg = validate({"run": {"providers": ["a", "b"]},
+                    "providers": {"a": {"kind": "openai"}, "b": table}})  # fmt: skip
+    with pytest.raises(ConfigError, match="first provider"):
+        batch_member(cfg)
+
+
+def test_finished_jobs_are_forgotten_after_30_days(cache_dir: Path) -> None:
+    from embedgen.batch.journal import Job
+
+    journal = Journal(cache_dir)
+    old = Job(id="eg-old", provider="openai", kind="openai", model="m", fingerprint="f",
+              requests={}, request_tokens={}, tokens=0, price=0.0, state="collected")  # fmt: skip
+    journal.save(old)
+    pending = Job(id="eg-pending", provider="openai", kind="openai", model="m",
+                  fingerprint="f", requests={}, request_tokens={}, tokens=0, price=0.0,
+                  state="submitted")  # fmt: skip
+    journal.save(pending)
+    assert journal.prune(now=old.updated + 29 * 86400) == 0
+    assert journal.prune(now=old.updated + 31 * 86400) == 1
+    assert [j.id for j in journal.jobs()] == ["eg-pending"]

@@ -117,6 +117,7 @@ class BatchRunner:
         while True:
             if rescan:
                 with self.journal.locked():
+                    self.journal.prune()
                     fresh |= self._attach()
                     fresh |= self._submit(scan())
                 rescan = False
