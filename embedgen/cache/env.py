@@ -39,12 +39,12 @@ def map_error(exc: BaseException, path: Path) -> CacheError:
     ):
         return CacheError(
             f"disk full while writing the cache at {path}; free space or move the cache "
-            "with --cache-dir; finished output is kept"
+            "with --cache-dir"
         )
     if code in (errno.EIO, errno.EFBIG):
         return CacheError(
             f"could not write the cache at {path} ({exc}: disk full, over quota or failing); "
-            "free space or move the cache with --cache-dir; finished output is kept"
+            "free space or move the cache with --cache-dir"
         )
     if isinstance(exc, (NotADirectoryError, FileExistsError)) or code == errno.ENOTDIR:
         return CacheError(

@@ -98,8 +98,11 @@ class Embedder:
                     try:
                         result = fut.result()
                     except EmbedgenError as exc:
-                        # batches already sent are paid for: let them reach the cache first
+                        # batches already sent are paid for: let them reach the cache first,
+                        # but start no more (each could wait out a breaker's recovery)
                         failure = failure or exc
+                        for _, queued in futures:
+                            queued.cancel()
                         continue
                     yield rows, result
                 if failure is not None:

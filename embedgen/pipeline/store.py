@@ -23,6 +23,8 @@ class Store:
         self.fp_id = fp_id
         self.enabled = enabled and cache is not None
         self._puts: list[Future[Any]] = []
+        self.committed = 0
+        """Chunks whose vectors are committed to the cache (what a re-run will not redo)."""
         self._pool = (
             ThreadPoolExecutor(1, thread_name_prefix="embedgen-cache") if self.enabled else None
         )
@@ -33,7 +35,12 @@ class Store:
             return
         while len(self._puts) >= IN_FLIGHT:
             self._puts.pop(0).result()
-        self._puts.append(self._pool.submit(self.cache.put_many, self.fp_id, keys, vectors))
+        fut = self._pool.submit(self._put, keys, vectors)
+        self._puts.append(fut)
+
+    def _put(self, keys: list[bytes], vectors: np.ndarray) -> None:
+        self.cache.put_many(self.fp_id, keys, vectors)
+        self.committed += len(keys)  # one pool thread: never races
 
     def wait(self) -> None:
         """Every put so far is committed (re-raises a put's error)."""

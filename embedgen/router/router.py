@@ -15,7 +15,9 @@ says which model embedded each row (``EmbedResult.models``).
 
 from __future__ import annotations
 
+import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Sequence
 
@@ -31,6 +33,8 @@ from embedgen.providers.base import Batch, EmbedResult, ProviderInfo, TextTokeni
 from embedgen.redact import redact
 from embedgen.router.member import Member, ProviderStats
 from embedgen.router.spend import Spend
+
+log = logging.getLogger("embedgen")
 
 
 class Router:
@@ -54,6 +58,11 @@ class Router:
         self.max_wait = max_wait
         self._sleep = sleep
         self._rng = rng or random.Random()
+        self._lock = threading.Lock()
+        self._outage: float | None = None
+        """When every breaker was first seen open (monotonic), while they all still are."""
+        self._dead: ProviderError | None = None
+        """Set when an outage outlived one recovery period: every batch fails at once."""
         _check_spaces(self.members, allow_mixed_models)
         self.mixed = len({m.info.space for m in self.members}) > 1
         only = self.members[0]
@@ -77,8 +86,11 @@ class Router:
         """Embed ``batch`` with the first member that can; ProviderError when none could."""
         if self._direct:
             return self.members[0].provider.embed_batch(batch)
+        if self._dead is not None:
+            raise self._dead
         errors: list[str] = []
         refused: dict[str, str] = {}
+        waited = False
         # A second round only when every member was skipped (breaker open or over budget):
         # wait for the first breaker to half-open, once, up to max_wait.
         for _round in range(2):
@@ -103,6 +115,7 @@ class Router:
                         raise
                     errors.append(str(exc))
                     continue
+                self._recovered()
                 if reservation is not None and self.spend is not None:
                     used = result.usage_tokens
                     self.spend.settle(reservation, batch.tokens if used is None else used)
@@ -111,13 +124,19 @@ class Router:
                         result.vectors, result.usage_tokens, models=[m.info.model] * len(batch)
                     )
                 return result
-            if tried or not self._wait_for_breaker(refused):
+            if tried or self._dead is not None or not self._wait_for_breaker(refused):
                 break
+            waited = True
         if self.spend is not None and refused and all(m.info.name in refused for m in self.members):
             raise self.spend.exceeded(refused)
-        raise ProviderError(
+        error = ProviderError(
             redact("every provider failed: " + "; ".join(errors[-len(self.members) :]))
         )
+        if self._all_open(refused) and (waited or self._outage_over()):
+            # every breaker re-opened after the one probe we waited for: stop the run now
+            with self._lock:
+                self._dead = self._dead or error
+        raise error
 
     # Decisions ---------------------------------------------------------------------
     def _reserve(self, m: Member, batch: Batch) -> tuple[object | None, str | None]:
@@ -132,6 +151,44 @@ class Router:
             return self.spend.reserve(m.info.name, price, batch.tokens), None
         except OverBudget as exc:
             return None, exc.reason
+
+    def _all_open(self, refused: dict[str, str]) -> bool:
+        """Whether every member that could pay has its breaker open; warns once per outage."""
+        candidates = [m for m in self.members if m.info.name not in refused]
+        if not candidates or any(m.available() for m in candidates):
+            return False
+        with self._lock:
+            if self._outage is not None:
+                return True
+            self._outage = time.monotonic()
+        wait = max(m.seconds_until_available() for m in candidates)
+        for m in candidates:
+            log.warning(
+                redact(
+                    f"{m.info.name}: circuit breaker open after repeated failures "
+                    f"(last: {m.last_error}); every provider is failing, waiting {wait:.0f}s "
+                    "for one probe before stopping"
+                )
+            )
+        return True
+
+    def _outage_over(self) -> bool:
+        """Whether every breaker has stayed open longer than one recovery and a probe: stop."""
+        with self._lock:
+            since = self._outage
+        if since is None:
+            return False
+        limit = max(
+            (m.settings.recovery_timeout + m.settings.timeout) if m.settings else 0.0
+            for m in self.members
+        )
+        return time.monotonic() - since > limit
+
+    def _recovered(self) -> None:
+        if self._outage is not None:
+            with self._lock:
+                self._outage = None
+            log.warning("a provider answers again; the run goes on")
 
     def _wait_for_breaker(self, refused: dict[str, str]) -> bool:
         """Sleep until the first breaker of a member that can pay half-opens; False if none."""
@@ -150,7 +207,9 @@ class Router:
         with m.slot():
             last: ProviderError | None = None
             attempts = m.retry.max_retries + 1
+            tries = 0
             for attempt in range(attempts):
+                tries += 1
                 if attempt:
                     m.retried()
                     ra = last.retry_after if isinstance(last, TransientProviderError) else None
@@ -174,8 +233,10 @@ class Router:
                 except ProviderError as exc:
                     last = exc
                     m.failed(str(exc), fault=True)
+                if not m.available():  # its breaker opened: no point in waiting to retry here
+                    break
             m.gave_up()
-            raise ProviderError(redact(f"{name}: gave up after {attempts} attempts: {last}"))
+            raise ProviderError(redact(f"{name}: gave up after {tries} attempts: {last}"))
 
     def __repr__(self) -> str:
         return f"Router({self.members!r})"
