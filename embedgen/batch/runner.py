@@ -268,7 +268,9 @@ class BatchRunner:
                 self.summary.polls_failed += 1
                 log.warning(f"batch {job.id}: poll failed ({exc}); trying again later")
                 continue
-            changed |= self._update(job, remote)
+            if self._update(job, remote):
+                changed = True
+                self.journal.save(job)  # ``embedgen batches`` shows live status and counts
             if job.status in TERMINAL:
                 changed = True
                 failed |= self._finish(job, remote)
