@@ -32,7 +32,7 @@ from embedgen.batch.collect import cleanup, collect
 from embedgen.batch.journal import Job, Journal, failures, new_job_id
 from embedgen.batch.pack import Item, Limits, Packed, pack
 from embedgen.budget.prices import fmt_usd
-from embedgen.errors import BatchesPending, FatalProviderError, ProviderError
+from embedgen.errors import BatchesPending, BudgetExceeded, FatalProviderError, ProviderError
 
 if TYPE_CHECKING:
     from embedgen.batch.client import BatchClient
@@ -189,8 +189,16 @@ class BatchRunner:
                 yield it
 
         out: set[str] = set()
-        for packed in pack(todo(), self.opts.limits):
-            out.add(self._new_job(packed))
+        try:
+            for packed in pack(todo(), self.opts.limits):
+                out.add(self._new_job(packed))
+        except BudgetExceeded as exc:
+            waiting = len(self.journal.pending(self.fingerprint))
+            if not waiting:
+                raise
+            raise BudgetExceeded(
+                f"{exc}; the {waiting:,} batch jobs already submitted are collected by the next run"
+            ) from None
         if exhausted:
             raise ProviderError(
                 f"{self.name}: {len(exhausted):,} chunks failed in {limit + 1} batches each "
