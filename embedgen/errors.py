@@ -10,6 +10,7 @@
     │   └── EngineUnavailableError         the asked-for engine is not installed or cannot start
     ├── DataError                 exit 1   malformed input data (bad JSONL line, corrupt Parquet)
     ├── ModelError                exit 1   missing or corrupt model files, failed download
+    │   └── FidelityFloorError             no optimized variant met the fidelity floor
     ├── CacheError                exit 1   the cache cannot be opened or written
     ├── ProviderError             exit 1   a provider failed (the API's message, key redacted)
     │   ├── FatalProviderError             a failure retrying cannot fix (400/401/403/404/422)
@@ -59,6 +60,10 @@ class DataError(EmbedgenError):
 
 class ModelError(EmbedgenError):
     pass
+
+
+class FidelityFloorError(ModelError):
+    """``embedgen optimize``: no variant met the floor (the message names the best reached)."""
 
 
 class CacheError(EmbedgenError):
