@@ -18,7 +18,7 @@ def run(
     input: str = typer.Argument(
         ..., help="Parquet or JSONL file (.jsonl/.ndjson, optionally .gz), directory or glob."
     ),
-    output: Path | None = typer.Option(
+    output: str | None = typer.Option(
         None,
         "-o",
         "--output",
@@ -95,6 +95,21 @@ def run(
     no_wait: bool = typer.Option(
         False, "--no-wait", help='mode = "batch": submit the batch jobs and exit 6 (collect later).'
     ),
+    engine: str | None = typer.Option(
+        None, "--engine", help="local (this process) or ray (Ray Data) [default: local]."
+    ),
+    ray_address: str | None = typer.Option(
+        None, "--ray-address", help="Ray cluster to join [default: $RAY_ADDRESS, else start one]."
+    ),
+    workers: int | None = typer.Option(
+        None, "--workers", help="Ray embedding workers [default: from the cluster's resources]."
+    ),
+    cpus_per_worker: float | None = typer.Option(
+        None, "--cpus-per-worker", help="CPUs each Ray worker reserves (its onnxruntime threads)."
+    ),
+    gpus_per_worker: float | None = typer.Option(
+        None, "--gpus-per-worker", help="GPUs each Ray worker reserves (0.5: two per GPU)."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no summary."),
 ) -> None:
     """Embed a corpus into a Parquet file of chunk embeddings."""
@@ -125,6 +140,11 @@ def run(
         "use_cache": False if no_cache else None,
         "sparse": sparse or None,
         "max_cost_usd": max_cost,
+        "engine": engine,
+        "ray_address": ray_address,
+        "workers": workers,
+        "cpus_per_worker": cpus_per_worker,
+        "gpus_per_worker": gpus_per_worker,
         "batch_wait": False if no_wait else None,
     }
     _embed_and_report(input, output, cfg, model, quiet, options)
@@ -132,16 +152,16 @@ def run(
 
 def _embed_and_report(
     input: str,
-    output: Path | None,
+    output: str | None,
     cfg: Config,
     model: str | None,
     quiet: bool,
     options: dict[str, Any],
 ) -> None:
     from embedgen.cli.output import stderr
-    from embedgen.pipeline.run import embed_corpus
+    from embedgen.engines import embed
 
-    summary = embed_corpus(input, output, config=cfg, model=model, quiet=quiet, **options)
+    summary = embed(input, output, config=cfg, model=model, quiet=quiet, **options)
     if not quiet:
         for line in summary.lines():
             stderr.print(line, highlight=False, markup=False)

@@ -1,0 +1,85 @@
+"""Engines: where a run executes. ``local`` is this process; ``ray`` is Ray Data.
+
+Both run the same stages (:mod:`embedgen.pipeline`) from the same picklable
+:class:`~embedgen.pipeline.spec.RunSpec` and give the same rows. The engine comes from
+``--engine`` / the ``[engine]`` config table; nothing imports Ray unless it is chosen.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from embedgen.engines.ray_plan import EngineOptions
+
+if TYPE_CHECKING:
+    from embedgen.config import Config
+    from embedgen.pipeline.run import RunSummary
+
+ENGINE_OPTIONS = ("engine", "ray_address", "workers", "cpus_per_worker", "gpus_per_worker")
+"""Keyword arguments of :func:`embed` that choose the engine (the rest configure the run)."""
+
+
+def embed(
+    input: str | Path,
+    output: str | Path | None = None,
+    *,
+    config: Config | str | Path | None = None,
+    model: str | None = None,
+    quiet: bool = False,
+    progress: str | None = None,
+    engine: str | None = None,
+    ray_address: str | None = None,
+    workers: int | None = None,
+    cpus_per_worker: float | None = None,
+    gpus_per_worker: float | None = None,
+    **options: Any,
+) -> RunSummary:
+    """Embed ``input`` into ``output`` on the chosen engine (see ``embed_corpus``).
+
+    ``output`` ending in ``/`` (or an existing directory) asks the Ray engine for a
+    Parquet dataset of shards instead of one file.
+    """
+    from embedgen.pipeline.progress import Progress
+    from embedgen.pipeline.spec import RunSpec
+
+    spec = RunSpec.resolve(input, output, config=config, model=model, options=options)
+    opts = EngineOptions.resolve(
+        spec.cfg.engine,
+        {
+            "kind": engine,
+            "address": ray_address,
+            "workers": workers,
+            "cpus_per_worker": cpus_per_worker,
+            "gpus_per_worker": gpus_per_worker,
+        },
+        os.environ,
+    )
+    mode = Progress.choose_mode(quiet) if progress is None else progress
+    return run_spec(spec, mode, opts, dataset=is_dir_output(output))
+
+
+def is_dir_output(output: str | Path | None) -> bool:
+    """``-o DIR/`` (a trailing slash, or an existing directory) asks for a dataset of shards."""
+    if output is None:
+        return False
+    text = str(output)
+    return text.endswith(("/", os.sep)) or Path(text).is_dir()
+
+
+def run_spec(spec: Any, mode: str, opts: EngineOptions, *, dataset: bool = False) -> RunSummary:
+    """Run a resolved ``spec`` on the engine ``opts`` names (``dataset``: ``-o DIR/``)."""
+    if opts.kind == "ray":
+        from embedgen.engines.ray_engine import run_ray
+
+        return run_ray(spec, mode, opts, dataset=dataset)  # type: ignore[no-any-return]
+    from embedgen.errors import UsageError
+    from embedgen.pipeline.run import run_local
+
+    if dataset:
+        raise UsageError("-o DIR/ (a dataset of shards) needs --engine ray; give a .parquet file")
+    return run_local(spec, mode)
+
+
+__all__ = ["ENGINE_OPTIONS", "EngineOptions", "embed", "run_spec"]

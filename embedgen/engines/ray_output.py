@@ -1,0 +1,154 @@
+"""Writing a Ray run's rows: one Parquet file like the local engine's, or a dataset directory.
+
+Windows arrive here in input order (see :mod:`.reorder`). ``-o FILE.parquet`` goes
+through the pipeline's own writer, so the file has the local engine's rows, schema and
+key-value metadata. ``-o DIR/`` writes one shard per window, ``part-<unit>-<window>.parquet``
+(names sort in input order; each shard is renamed into place complete, with the same
+schema and metadata), and ``_embedgen.json`` describing the run and listing the shards.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from embedgen.engines.ray_units import KEEP_PREFIX
+from embedgen.errors import UsageError
+
+DESCRIPTION = "_embedgen.json"
+
+
+class Rows:
+    """Window tables turned into the writer's columns, vectors and passthrough columns."""
+
+    def __init__(self, run: Any, dim: int, extra_columns: tuple[str, ...]) -> None:
+        self.run = run
+        self.dim = dim
+        self.extra_columns = extra_columns
+
+    def schema_args(self, table: Any) -> tuple[Any, Any]:
+        """(id type, passthrough schema) of the output, from the first window's table."""
+        import pyarrow as pa
+
+        id_type: Any = pa.int64()
+        if self.run.id_column:
+            t = table.schema.field("id").type
+            id_type = pa.int64() if pa.types.is_null(t) else t
+        keep = [f for f in table.schema if f.name.startswith(KEEP_PREFIX)]
+        keep_schema = (
+            pa.schema([f.with_name(f.name[len(KEEP_PREFIX) :]) for f in keep]) if keep else None
+        )
+        return id_type, keep_schema
+
+    def split(self, table: Any, schema: Any) -> tuple[dict[str, Any], np.ndarray, Any]:
+        """A window's chunk rows (marker dropped) as writer columns, vectors, keep table."""
+        import pyarrow as pa
+
+        body = table.slice(1)
+        id_type = schema.field("id").type
+        try:
+            ids = body.column("id").cast(id_type)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            raise UsageError(
+                f"id column {self.run.id_column!r} has values of mixed types (expected {id_type})"
+            ) from None
+        columns: dict[str, Any] = {"id": ids}
+        for name in ("chunk", "char_start", "char_end", "tokens"):
+            columns[name] = body.column(name)
+        if not self.run.no_text:
+            columns["text"] = body.column("text")
+        for name in self.extra_columns:
+            columns[name] = body.column("_x:" + name)
+        emb = body.column("embedding").combine_chunks()
+        vectors = emb.flatten().to_numpy(zero_copy_only=False).reshape(-1, self.dim)
+        keep_cols = [c for c in body.column_names if c.startswith(KEEP_PREFIX)]
+        keep = None
+        if keep_cols:
+            keep = body.select(keep_cols).rename_columns([c[len(KEEP_PREFIX) :] for c in keep_cols])
+        return columns, vectors, keep
+
+
+def open_file_writer(path: Path, first: Any, rows: Rows, info: Any, max_tokens: int) -> Any:
+    from embedgen.pipeline.write import OutputWriter, output_metadata
+
+    id_type, keep_schema = rows.schema_args(first)
+    return OutputWriter(
+        path,
+        dim=info.dim,
+        dtype=rows.run.dtype,
+        with_text=not rows.run.no_text,
+        id_type=id_type,
+        keep_schema=keep_schema,
+        with_model="model" in rows.extra_columns,
+        with_sparse="sparse" in rows.extra_columns,
+        metadata=output_metadata(info, rows.run, max_tokens),
+    )
+
+
+class DirSink:
+    """``-o DIR/``: a shard per window, then ``_embedgen.json``."""
+
+    def __init__(self, root: Path, rows: Rows, info: Any, max_tokens: int) -> None:
+        self.root = root
+        self.rows = rows
+        self.info = info
+        self.max_tokens = max_tokens
+        self.shards: list[dict[str, Any]] = []
+        self._id_type: Any = None
+        self._keep_schema: Any = None
+        root.mkdir(parents=True, exist_ok=True)
+        for stale in root.glob(".part-*.tmp-*"):
+            stale.unlink(missing_ok=True)
+
+    def write(self, table: Any) -> None:
+        """One window (marker first) as its shard; empty windows write none."""
+        if self._id_type is None:
+            self._id_type, self._keep_schema = self.rows.schema_args(table)
+        if table.num_rows <= 1:
+            return
+        from embedgen.pipeline.write import OutputWriter, output_metadata
+
+        unit, win = int(table.column("_unit")[0].as_py()), int(table.column("_win")[0].as_py())
+        name = f"part-{unit:05d}-{win:06d}.parquet"
+        writer = OutputWriter(
+            self.root / name,
+            dim=self.info.dim,
+            dtype=self.rows.run.dtype,
+            with_text=not self.rows.run.no_text,
+            id_type=self._id_type,
+            keep_schema=self._keep_schema,
+            with_model="model" in self.rows.extra_columns,
+            with_sparse="sparse" in self.rows.extra_columns,
+            metadata=output_metadata(self.info, self.rows.run, self.max_tokens),
+        )
+        try:
+            columns, vectors, keep = self.rows.split(table, writer.schema)
+            writer.write(columns, vectors, keep)
+        except BaseException:
+            writer.abort()
+            raise
+        writer.finish()
+        self.shards.append({"file": name, "rows": table.num_rows - 1})
+
+    def finish(self, summary: dict[str, Any]) -> Path:
+        """Drop shards of an earlier run that this one did not write; describe the dataset."""
+        from embedgen.pipeline.write import output_metadata
+        from embedgen.util.atomic import atomic_write_text
+
+        mine = {s["file"] for s in self.shards}
+        for old in self.root.glob("part-*.parquet"):
+            if old.name not in mine:
+                old.unlink()
+        doc = {
+            "format": "embedgen-dataset/1",
+            "metadata": output_metadata(self.info, self.rows.run, self.max_tokens),
+            "order": "shards in the listed (file name) order, rows in file order",
+            "shards": self.shards,
+            "rows": sum(s["rows"] for s in self.shards),
+            "summary": summary,
+        }
+        atomic_write_text(self.root / DESCRIPTION, json.dumps(doc, indent=2, default=str) + "\n")
+        return self.root

@@ -1,0 +1,130 @@
+"""The Ray engine's first two stages: read units, and the chunk task that turns a unit into rows.
+
+A read unit is one input file with the global row number of its first row (so ids and
+skip records are those of the local engine), or, under ``--limit``, every file in one
+unit cut after the first N documents. A chunk task reads its unit with the pipeline's
+reader, applies the skip rules and chunks with the run's chunker (the same
+:class:`~embedgen.pipeline.windows.Windows` stage the local engine uses), and yields one
+Arrow table per window: a marker row (``_pos == -1``: the window's chunk count, document
+count and skips) and one row per chunk with its order key (see :mod:`.reorder`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+KEEP_PREFIX = "k:"
+"""Passthrough (``--keep``) columns travel as ``k:<name>``, clear of the engine's own."""
+
+
+@dataclass(frozen=True)
+class Unit:
+    paths: tuple[str, ...]
+    row0: int
+    limit: int | None = None
+
+
+def plan_units(paths: list[Path], limit: int | None) -> list[Unit]:
+    """One unit per file, each knowing its first global row; one unit for a ``--limit`` run."""
+    if limit is not None or len(paths) == 1:
+        return [Unit(tuple(str(p) for p in paths), 0, limit)]
+    units: list[Unit] = []
+    row0 = 0
+    for p in paths:
+        units.append(Unit((str(p),), row0))
+        row0 += count_input_rows(p)
+    return units
+
+
+def count_input_rows(path: Path) -> int:
+    """Rows the reader will number in ``path``: Parquet rows, or non-blank JSONL lines."""
+    from embedgen.pipeline.read import _open_text, input_format
+
+    if input_format(path) == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            return int(pq.ParquetFile(path).metadata.num_rows)
+        except Exception:
+            return 0  # the chunk task reports the unreadable file
+    n = 0
+    with _open_text(path) as fh:
+        for raw in fh:
+            if raw.strip():
+                n += 1
+    return n
+
+
+def unit_documents(unit: Unit, opts: Any) -> Iterator[Any]:
+    """The unit's document batches, numbered from its first global row."""
+    from embedgen.pipeline import read
+    from embedgen.pipeline.windows import limited
+
+    paths = [Path(p) for p in unit.paths]
+    if unit.limit is not None or len(paths) != 1:
+        yield from limited(paths, opts, unit.limit)
+        return
+    reader = read._read_parquet if read.input_format(paths[0]) == "parquet" else read._read_jsonl
+    yield from reader(paths[0], opts, unit.row0)
+
+
+def chunk_units(batch: dict[str, Any], *, windows: Any, opts: Any, with_ids: bool) -> Iterator[Any]:
+    """Ray ``map_batches`` function: every window of each unit in ``batch`` as one table."""
+    for unit_no, raw in zip(batch["unit"], batch["spec"]):
+        unit = Unit(**json.loads(raw))
+        count = 0
+        last: Any = None
+        for docs in unit_documents(unit, opts):
+            w = windows.window(docs)
+            if last is not None:
+                yield window_table(int(unit_no), count - 1, last, False, with_ids)
+            last, count = w, count + 1
+        yield window_table(int(unit_no), max(0, count - 1), last, True, with_ids)
+
+
+def window_table(unit: int, win: int, w: Any, last: bool, with_ids: bool) -> Any:
+    """One window as rows: the marker, then its chunks with their order key."""
+    import pyarrow as pa
+
+    chunks = w.chunks if w is not None else []
+    n = len(chunks)
+    skips = "\n".join(s.to_json() for s in w.skips) if w is not None else ""
+    ids = [w.docs.ids[i] for i in w.doc_index] if w is not None else []
+    cols: dict[str, Any] = {
+        "_unit": pa.array([unit] * (n + 1), pa.int32()),
+        "_win": pa.array([win] * (n + 1), pa.int32()),
+        "_pos": pa.array(range(-1, n), pa.int32()),
+        "_n": pa.array([n] + [0] * n, pa.int32()),
+        "_last": pa.array([last] + [False] * n),
+        "_docs": pa.array([w.documents if w is not None else 0] + [0] * n, pa.int32()),
+        "_skips": pa.array([skips] + [None] * n, pa.string()),
+        "id": _ids_array([None, *ids]),
+        "chunk": pa.array([0] + [c.index for c in chunks], pa.int32()),
+        "char_start": pa.array([0] + [c.char_start for c in chunks], pa.int32()),
+        "char_end": pa.array([0] + [c.char_end for c in chunks], pa.int32()),
+        "tokens": pa.array([0] + [c.tokens for c in chunks], pa.int32()),
+        "text": pa.array([""] + [c.text for c in chunks], pa.string()),
+    }
+    if with_ids:
+        cols["_input_ids"] = pa.array([None] + [c.input_ids for c in chunks], pa.list_(pa.int32()))
+    keep = w.docs.keep if w is not None else None
+    if keep is not None:
+        taken = keep.take(pa.array(w.doc_index, pa.int64()))
+        for name in taken.column_names:
+            col = taken.column(name).combine_chunks()
+            cols[KEEP_PREFIX + name] = pa.concat_arrays([pa.nulls(1, col.type), col])
+    return pa.table(cols)
+
+
+def _ids_array(values: list[Any]) -> Any:
+    import pyarrow as pa
+
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        # mixed types inside one window: the writer names the problem when it casts
+        return pa.array([None if v is None else str(v) for v in values], pa.string())

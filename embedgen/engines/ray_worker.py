@@ -1,0 +1,152 @@
+"""The Ray engine's embedding actor: look up, embed the misses, store, hand rows back.
+
+Each actor of the pool builds its stages once from the picklable run description: its
+own router (onnxruntime with ``threads`` intra-op threads, on CUDA when it holds a GPU),
+the node's LMDB cache (every worker on a node shares it, so a re-run after a crash finds
+what any of them embedded), and, for hosted APIs, the run's global limits actor. For
+every block of window rows it runs the same lookup, embed and store stages as the local
+engine; a block's vectors are committed to the cache before its rows leave the actor.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+import numpy as np
+
+from embedgen.engines.ray_units import KEEP_PREFIX
+
+
+class EmbedWorker:
+    """Ray ``map_batches`` callable class: window rows in, the same rows with vectors out."""
+
+    def __init__(self, *, spec: Any, threads: int, device: str | None, limits: str | None) -> None:
+        from embedgen.cache import fingerprint_id
+        from embedgen.config import apply_overrides
+        from embedgen.pipeline.embed import Embedder
+        from embedgen.pipeline.lookup import Lookup
+        from embedgen.pipeline.run import open_cache
+        from embedgen.pipeline.spec import extra_columns
+        from embedgen.pipeline.store import Store
+        from embedgen.router import Router
+        from embedgen.router.build import build_members
+
+        cfg = spec.cfg.model_copy(deep=True)
+        model_opts: dict[str, Any] = {"num_threads": threads}
+        if device is not None:
+            model_opts["device"] = device
+        apply_overrides(cfg, "model", model_opts)
+        run = cfg.run
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self.columns = extra_columns(run)
+        mixed = "model" in self.columns
+        self.actor: Any = None
+        spend = None
+        if limits is not None:
+            from embedgen.engines import ray_limits
+
+            self.actor = ray_limits.lookup(limits)
+            spend = ray_limits.RemoteSpend(self.actor)
+        self.members = build_members(cfg)
+        self.router = Router(members=self.members, allow_mixed_models=run.allow_mixed_models,
+                             spend=spend)  # fmt: skip
+        if self.actor is not None:
+            from embedgen.engines import ray_limits
+
+            ray_limits.install(self.router, self.actor)
+            if not any(m.info.price_per_mtok > 0 for m in self.members):
+                self.router.spend = None
+        info = self.router.info
+        self.dim = info.dim
+        self.cache = open_cache(run)
+        fp_id = fingerprint_id(info.fingerprint)
+        if self.cache is not None:
+            self.cache.register_model(fp_id, info.fingerprint, info.model, info.dim, run.dtype)
+        self.lookup = Lookup(self.cache, fp_id, dim=info.dim, read=not run.sparse and not mixed,
+                             extra_columns=self.columns)  # fmt: skip
+        self.store = Store(self.cache, fp_id, enabled=not mixed)
+        self.embedder = Embedder(self.router, self.columns)
+
+    def __call__(self, table: Any) -> Any:
+        import pyarrow as pa
+
+        from embedgen.pipeline.chunk import Chunk
+        from embedgen.pipeline.progress import Counters
+        from embedgen.pipeline.windows import Window
+
+        pos = table.column("_pos").to_numpy()
+        rows = np.nonzero(pos >= 0)[0]
+        n = table.num_rows
+        ids_col = "_input_ids" in table.column_names
+        texts = table.column("text").to_pylist()
+        chunk_no = table.column("chunk").to_pylist()
+        starts = table.column("char_start").to_pylist()
+        ends = table.column("char_end").to_pylist()
+        tokens = table.column("tokens").to_pylist()
+        input_ids = table.column("_input_ids").to_pylist() if ids_col else [None] * n
+        chunks = [
+            Chunk(0, chunk_no[i], starts[i], ends[i], texts[i], tokens[i], input_ids[i])
+            for i in rows
+        ]
+        counters = Counters()
+        window = Window(docs=None, chunks=chunks, doc_index=[], skips=[], documents=0)
+        held = self.lookup(window, counters)
+        cached = np.ones(len(chunks), dtype=bool)
+        cached[held.todo] = False
+        extras = held.extras
+        for done in self.embedder.embed(chunks, held.todo):
+            held.out[done.rows] = done.vectors
+            for name, values in done.extras.items():
+                for i, value in zip(done.rows, values):
+                    extras[name][i] = value
+            self.store.put([held.keys[i] for i in done.rows], done.vectors)
+        self.store.wait()  # every row that leaves this actor is in the cache
+        for i, j in held.copies:
+            held.out[i] = held.out[j]
+            for values in extras.values():
+                values[i] = values[j]
+        vectors = np.zeros((n, self.dim), dtype=np.float32)
+        vectors[rows] = held.out
+        is_cached = np.zeros(n, dtype=bool)
+        is_cached[rows] = cached
+        out = table.drop_columns(["_input_ids"]) if ids_col else table
+        flat = pa.array(vectors.reshape(-1))
+        out = out.append_column("embedding", pa.FixedSizeListArray.from_arrays(flat, self.dim))
+        out = out.append_column("_cached", pa.array(is_cached))
+        for name, values in extras.items():
+            full: list[Any] = [None] * n
+            for k, i in enumerate(rows):
+                full[i] = values[k]
+            out = out.append_column("_x:" + name, _extra_array(name, full))
+        if self.actor is not None:
+            from embedgen.engines.ray_limits import stats_dict
+
+            self.actor.report.remote(self.name, stats_dict(self.router.stats()))
+        return out
+
+    def __del__(self) -> None:
+        try:
+            self.store.close()
+            if self.cache is not None:
+                self.cache.close()
+            self.router.close()
+        except Exception:
+            pass
+
+
+def _extra_array(name: str, values: list[Any]) -> Any:
+    import pyarrow as pa
+
+    if name == "sparse":
+        return pa.array(
+            [sorted(d.items()) if d is not None else None for d in values],
+            type=pa.map_(pa.int32(), pa.float32()),
+        )
+    return pa.array(values, type=pa.string())
+
+
+def keep_names(table: Any) -> list[str]:
+    """The passthrough column names a window table carries."""
+    return [c[len(KEEP_PREFIX) :] for c in table.column_names if c.startswith(KEEP_PREFIX)]

@@ -1,0 +1,141 @@
+"""``embedgen run --engine ray`` on a local Ray instance: the local engine's rows, a dataset
+directory, resume after kill -9, global API limits, and the missing extra."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from embedgen.engines import embed  # noqa: E402
+
+ROW_COLUMNS = ["id", "chunk", "char_start", "char_end", "tokens", "text"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ray_session():
+    """One local Ray instance for the module's tests (the engine joins it, never stops it)."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
+def _corpus(write_parquet, n: int = 120) -> Path:
+    texts = [
+        f"Document {i} is about topic {i % 7}. " + "It has a longer body of words. " * (i % 9)
+        for i in range(n)
+    ]
+    texts[5] = ""
+    texts[9] = None  # type: ignore[call-overload]
+    return write_parquet({"doc": [f"d{i:04d}" for i in range(n)], "text": texts})
+
+
+def _vectors(table) -> np.ndarray:
+    return np.stack(table.column("embedding").to_numpy(zero_copy_only=False))
+
+
+def _meta(path: Path) -> dict:
+    meta = json.loads(pq.read_schema(path).metadata[b"embedgen"])
+    meta.pop("created")
+    return meta
+
+
+def test_rows_equal_the_local_engine(tmp_path: Path, write_parquet) -> None:
+    src = _corpus(write_parquet)
+    opts = {"max_tokens": 24, "overlap": 4, "id_column": "doc", "sort_window": 16, "quiet": True}
+    local = embed(src, tmp_path / "local.parquet", **opts)
+    rayed = embed(src, tmp_path / "ray.parquet", engine="ray", workers=2, **opts)
+    a, b = pq.read_table(tmp_path / "ray.parquet"), pq.read_table(tmp_path / "local.parquet")
+    assert a.schema == b.schema
+    assert _meta(tmp_path / "ray.parquet") == _meta(tmp_path / "local.parquet")
+    for col in ROW_COLUMNS:
+        assert a.column(col).to_pylist() == b.column(col).to_pylist(), col
+    cos = (_vectors(a) * _vectors(b)).sum(axis=1)
+    assert cos.min() >= 0.99999
+    assert (rayed.documents, rayed.chunks, rayed.skipped) == (
+        local.documents, local.chunks, local.skipped,
+    )  # fmt: skip
+    assert rayed.chunks > 120  # several windows, several chunks per long document
+    assert rayed.cached == rayed.chunks  # the local run filled the cache
+    skipped = (tmp_path / "ray.skipped.jsonl").read_text().splitlines()
+    assert skipped == (tmp_path / "local.skipped.jsonl").read_text().splitlines()
+
+
+def test_directory_output_is_the_same_rows_as_a_dataset(tmp_path: Path, write_parquet) -> None:
+    src = _corpus(write_parquet, 60)
+    opts = {"max_tokens": 24, "sort_window": 16, "quiet": True, "use_cache": False}
+    embed(src, tmp_path / "local.parquet", **opts)
+    out = tmp_path / "ds"
+    summary = embed(src, f"{out}/", engine="ray", workers=2, **opts)
+    desc = json.loads((out / "_embedgen.json").read_text())
+    shards = sorted(p.name for p in out.glob("part-*.parquet"))
+    assert [s["file"] for s in desc["shards"]] == shards and len(shards) >= 4
+    assert desc["rows"] == summary.chunks
+    import pyarrow as pa
+
+    a = pa.concat_tables(pq.read_table(out / name) for name in shards)
+    b = pq.read_table(tmp_path / "local.parquet")
+    assert a.schema == b.schema
+    for col in ROW_COLUMNS:
+        assert a.column(col).to_pylist() == b.column(col).to_pylist(), col
+
+
+def test_kill_9_then_rerun_takes_finished_chunks_from_the_cache(
+    tmp_path: Path, write_parquet
+) -> None:
+    texts = [f"sentence {i} " + "with some more words to embed " * (i % 12) for i in range(3000)]
+    src = write_parquet({"text": texts})
+    out = tmp_path / "out.parquet"
+    cmd = [sys.executable, "-m", "embedgen", "run", str(src), "-o", str(out),
+           "--engine", "ray", "--workers", "2", "--max-tokens", "32"]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    cache = Path(os.environ["EMBEDGEN_CACHE_DIR"])
+    while time.monotonic() < deadline and proc.poll() is None:
+        if "progress:" in (proc.stderr.readline() if proc.stderr else ""):
+            break
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray instance it started
+    proc.wait()
+    assert not out.exists(), "the run finished before it could be killed"
+    assert any(cache.rglob("*.mdb"))
+    done = subprocess.run([*cmd, "-q"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    summary = subprocess.run([*cmd], env=env, capture_output=True, text=True, timeout=300).stderr
+    assert "computed)" in summary
+    table = pq.read_table(out)
+    assert table.column("id").to_pylist() == sorted(
+        set(table.column("id").to_pylist()), key=table.column("id").to_pylist().index
+    )
+
+
+def test_missing_extra_is_a_usage_error(tmp_path: Path, write_parquet) -> None:
+    src = _corpus(write_parquet, 12)
+    shadow = tmp_path / "shadow" / "ray"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('No module named ray')\n")
+    env = dict(os.environ, PYTHONPATH=str(shadow.parent))
+    res = subprocess.run(
+        [sys.executable, "-m", "embedgen", "run", str(src), "--engine", "ray", "-q"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert res.returncode == 2, res.stderr
+    assert "pip install 'embedgen[ray]'" in res.stderr
+
+
+def test_cli_help_does_not_import_ray() -> None:
+    code = "import sys, embedgen.cli, embedgen.engines; print('ray' in sys.modules)"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.stdout.strip() == "False"
