@@ -293,6 +293,11 @@ def extra_sections(args: argparse.Namespace) -> None:
 
         print("\n== cache (same input)")
         print(bench_cache.report(bench_cache.measure(args.input, args.limit, args.model)))
+    if args.engine == "ray":
+        import bench_ray
+
+        print(f"\n== engines: ray ({args.workers} workers) vs local, whole process, same input")
+        print(bench_ray.report(bench_ray.measure(args.input, args.workers), args.workers))
     if args.api_rate:
         sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
         import bench_api
@@ -334,6 +339,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SECONDS",
         help="also run the API rate-limit section for SECONDS per scenario (bench_api.py)",
     )
+    parser.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="ray: also compare the Ray engine with the local one, whole process (bench_ray.py)",
+    )
+    parser.add_argument("--workers", type=int, default=2, help="Ray workers for --engine ray")
     parser.add_argument("--json", nargs="?", const="-", help="write results as JSON (- stdout)")
     args = parser.parse_args(argv)
     if args.repeat < 1:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -111,14 +112,17 @@ def test_kill_9_then_rerun_takes_finished_chunks_from_the_cache(
     proc.wait()
     assert not out.exists(), "the run finished before it could be killed"
     assert any(cache.rglob("*.mdb"))
-    done = subprocess.run([*cmd, "-q"], env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    summary = subprocess.run([*cmd], env=env, capture_output=True, text=True, timeout=300).stderr
-    assert "computed)" in summary
-    table = pq.read_table(out)
-    assert table.column("id").to_pylist() == sorted(
-        set(table.column("id").to_pylist()), key=table.column("id").to_pylist().index
-    )
+    m = re.search(r"chunks:\s+([\d,]+) \(([\d,]+) cached, ([\d,]+) computed\)", done.stderr)
+    assert m, done.stderr
+    total, cached, computed = (int(x.replace(",", "")) for x in m.groups())
+    assert cached > 0 and computed < total and cached + computed == total
+    local = embed(src, tmp_path / "local.parquet", max_tokens=32, quiet=True)
+    assert local.cached == local.chunks == total  # everything the Ray runs embedded is cached
+    a, b = pq.read_table(out), pq.read_table(tmp_path / "local.parquet")
+    for col in ROW_COLUMNS:
+        assert a.column(col).to_pylist() == b.column(col).to_pylist(), col
 
 
 def test_missing_extra_is_a_usage_error(tmp_path: Path, write_parquet) -> None:
@@ -139,3 +143,68 @@ def test_cli_help_does_not_import_ray() -> None:
     code = "import sys, embedgen.cli, embedgen.engines; print('ray' in sys.modules)"
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.stdout.strip() == "False"
+
+
+API_KEY = "sk-ray-limits-0123456789abcdef"
+
+
+def _api_config(tmp_path: Path, server, *, rpm: int | None = None, price: float = 0.0) -> Path:
+    cfg = tmp_path / "embedgen.toml"
+    cfg.write_text(
+        '[run]\nproviders = ["openai"]\n\n'
+        f'[providers.openai]\nkind = "openai"\nbase_url = "{server.url}/v1"\ndimensions = 8\n'
+        f"max_batch_inputs = 8\nmax_concurrency = 4\nmax_retries = 0\nprice_per_mtok = {price}\n"
+        + (f"rpm = {rpm}\n" if rpm else ""),
+        "utf-8",
+    )
+    return cfg
+
+
+def test_two_workers_share_one_rate_limit(
+    tmp_path: Path, write_parquet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server allows 1.5x the config's rpm (slack for scheduling jitter on a loaded
+    machine) and answers 429 beyond it. Two workers with a bucket each would send 2x."""
+    from tests.api_servers import ApiServer
+
+    monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
+    src = write_parquet({"text": [f"short text number {i}" for i in range(200)]})
+    with ApiServer("openai", key=API_KEY, rpm=360) as server:
+        cfg = _api_config(tmp_path, server, rpm=240)
+        summary = embed(src, tmp_path / "out.parquet", config=cfg, engine="ray", workers=2,
+                        quiet=True, use_cache=False)  # fmt: skip
+        records = server.records
+    assert [r.status for r in records if r.status != 200] == []
+    assert len(records) == 25 and summary.computed == 200
+    stats = summary.provider_stats["openai"]
+    assert stats.requests == 25 and stats.failures == 0
+    # 240/min with a one-second burst: 4 at once, then 4 a second
+    span = max(r.at for r in records) - min(r.at for r in records)
+    assert span >= (25 - 4) / 4 * 0.9
+
+
+def test_budget_cap_holds_across_workers(
+    tmp_path: Path, write_parquet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from embedgen.budget.ledger import Ledger, ledger_path, month_of
+    from embedgen.budget.prices import PICO, cost_pico
+    from embedgen.errors import BudgetExceeded
+    from tests.api_servers import ApiServer
+
+    monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
+    price = 2000.0
+    texts = [f"document {i} talks about {'several things ' * (i % 6)}topic {i}" for i in range(240)]
+    src = write_parquet({"text": texts})
+    with ApiServer("openai", key=API_KEY) as server:
+        cfg = _api_config(tmp_path, server, price=price)
+        count = server.state.count_tokens
+        full = cost_pico(sum(count(t) for t in texts), price)
+        cap = full / 3 / PICO
+        with pytest.raises(BudgetExceeded, match="stopped on budget"):
+            embed(src, tmp_path / "out.parquet", config=cfg, engine="ray", workers=2,
+                  quiet=True, max_cost_usd=cap)  # fmt: skip
+        billed = sum(count(t) for r in server.records if r.status == 200 for t in r.texts)
+    spent = sum(Ledger(ledger_path()).read().month_spend(month_of()).values())
+    assert 0 < spent <= cap * PICO
+    assert spent == cost_pico(billed, price)
+    assert not (tmp_path / "out.parquet").exists()

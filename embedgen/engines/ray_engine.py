@@ -55,6 +55,9 @@ def worker_error(exc: BaseException) -> BaseException:
         if e is None or id(e) in seen:
             continue
         seen.add(id(e))
+        cause = getattr(e, "cause", None)  # a RayTaskError's original exception
+        if isinstance(cause, EmbedgenError):
+            return cause
         if isinstance(e, EmbedgenError):
             return e
         todo.extend([getattr(e, "cause", None), e.__cause__, e.__context__])
@@ -89,6 +92,8 @@ _CONTEXT: dict[str, Any] = {
     "enable_progress_bars": False,
     "print_on_execution_start": False,
     "target_max_block_size": BLOCK_BYTES,
+    # a worker's BudgetExceeded (exit 3), ProviderError... reach the driver as themselves
+    "raise_original_map_exception": True,
 }
 
 
@@ -174,6 +179,7 @@ class _RayRun:
         local_cfg = self.spec.cfg.model_copy(deep=True)
         apply_overrides(local_cfg, "model", {"device": "cpu", "num_threads": 1})
         members = build_members(local_cfg)
+        self.local_cfg = local_cfg
         status = "failed"
         actor = None
         try:
@@ -241,7 +247,7 @@ class _RayRun:
 
     def _pipeline(self, router: Any, actor: Any) -> Any:
         from embedgen.engines.ray_output import DirSink, Rows
-        from embedgen.engines.ray_units import chunk_units, plan_units
+        from embedgen.engines.ray_units import chunk_units, plan_units, portable_windows
         from embedgen.engines.ray_worker import EmbedWorker
         from embedgen.pipeline.windows import Windows, make_chunker, read_options
 
@@ -249,7 +255,7 @@ class _RayRun:
         info = router.info
         tokenizer = router.tokenizer()
         chunker = make_chunker(tokenizer, info, run)
-        windows = Windows(chunker, read_options(run), None)
+        windows = portable_windows(Windows(chunker, read_options(run), None), self.local_cfg)
         units = plan_units(list(self.spec.paths), run.limit)
         items = [{"unit": i, "spec": json.dumps(asdict(u))} for i, u in enumerate(units)]
         ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
@@ -264,6 +270,7 @@ class _RayRun:
             },  # fmt: skip
             compute=ray.data.TaskPoolStrategy(size=max(1, min(len(units), plan.workers))),
             num_cpus=0,
+            runtime_env={"env_vars": worker_env(self.spec.cfg)},
         )
         ds = ds.map_batches(
             EmbedWorker,

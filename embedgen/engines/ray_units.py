@@ -128,3 +128,37 @@ def _ids_array(values: list[Any]) -> Any:
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         # mixed types inside one window: the writer names the problem when it casts
         return pa.array([None if v is None else str(v) for v in values], pa.string())
+
+
+class LazyWindows:
+    """The Windows stage for a chunk task when the tokenizer cannot be pickled (hosted APIs'
+    tokenizers): built in the task's process from the config, once per process."""
+
+    def __init__(self, cfg: Any) -> None:
+        self.cfg = cfg
+        self._windows: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"cfg": self.cfg, "_windows": None}
+
+    def window(self, docs: Any) -> Any:
+        if self._windows is None:
+            from embedgen.pipeline.windows import Windows, make_chunker, read_options
+            from embedgen.router import Router
+            from embedgen.router.build import build_members
+
+            router = Router(build_members(self.cfg))
+            chunker = make_chunker(router.tokenizer(), router.info, self.cfg.run)
+            self._windows = Windows(chunker, read_options(self.cfg.run), None)
+        return self._windows.window(docs)
+
+
+def portable_windows(windows: Any, cfg: Any) -> Any:
+    """``windows`` if it pickles (an ONNX tokenizer does), else a :class:`LazyWindows`."""
+    from ray import cloudpickle
+
+    try:
+        cloudpickle.dumps(windows)
+    except Exception:
+        return LazyWindows(cfg)
+    return windows

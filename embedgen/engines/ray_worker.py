@@ -91,7 +91,8 @@ class EmbedWorker:
             for i in rows
         ]
         counters = Counters()
-        window = Window(docs=None, chunks=chunks, doc_index=[], skips=[], documents=0)
+        # only the chunks matter to the lookup stage; the documents stay with the driver
+        window = Window(docs=None, chunks=chunks, doc_index=[], skips=[], documents=0)  # type: ignore[arg-type]
         held = self.lookup(window, counters)
         cached = np.ones(len(chunks), dtype=bool)
         cached[held.todo] = False
@@ -117,8 +118,8 @@ class EmbedWorker:
         out = out.append_column("_cached", pa.array(is_cached))
         for name, values in extras.items():
             full: list[Any] = [None] * n
-            for k, i in enumerate(rows):
-                full[i] = values[k]
+            for k, row in enumerate(rows.tolist()):
+                full[row] = values[k]
             out = out.append_column("_x:" + name, _extra_array(name, full))
         if self.actor is not None:
             from embedgen.engines.ray_limits import stats_dict
