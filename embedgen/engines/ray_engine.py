@@ -14,6 +14,7 @@ statistics of hosted APIs live in one named actor (:mod:`.ray_limits`).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -253,6 +254,9 @@ class _RayRun:
 
         ray, plan, run = self.ray, self.plan, self.run
         info = router.info
+        if plan.device is not None and "device" in info.details:
+            # the driver's copy ran on the CPU; the file says where the workers embedded
+            info = dataclasses.replace(info, details={**info.details, "device": plan.device})
         tokenizer = router.tokenizer()
         chunker = make_chunker(tokenizer, info, run)
         windows = portable_windows(Windows(chunker, read_options(run), None), self.local_cfg)
