@@ -19,7 +19,6 @@ import functools
 import json
 import logging
 import os
-import shutil
 import time
 import uuid
 import warnings
@@ -247,7 +246,7 @@ class _RayRun:
         return BudgetExceeded(msg)
 
     def _pipeline(self, router: Any, actor: Any) -> Any:
-        from embedgen.engines.ray_output import DirSink, Rows
+        from embedgen.engines.ray_output import DirSink, Rows, Sink
         from embedgen.engines.ray_units import chunk_units, plan_units, portable_windows
         from embedgen.engines.ray_worker import EmbedWorker
         from embedgen.pipeline.windows import Windows, make_chunker, read_options
@@ -293,165 +292,7 @@ class _RayRun:
         )  # fmt: skip
         rows = Rows(run, info.dim, self.columns)
         max_tokens = chunker.window + tokenizer.overhead
-        sink = _Sink(self.spec, rows, info, max_tokens, self.mode, self.dataset, len(units))
+        sink = Sink(self.spec, rows, info, max_tokens, self.mode, self.dataset, len(units))
         if self.dataset:
             sink.dir = DirSink(self.spec.output, rows, info, max_tokens)
         return sink.consume(ds.iter_batches(batch_size=None, batch_format="pyarrow"), router, actor)
-
-
-class _Sink:
-    """The driver's end: reorder, count, record skips, write, summarise."""
-
-    def __init__(
-        self,
-        spec: Any,
-        rows: Any,
-        info: Any,
-        max_tokens: int,
-        mode: str,
-        dataset: bool,
-        units: int,
-    ) -> None:
-        from embedgen.engines.reorder import Reorder
-        from embedgen.pipeline.progress import Counters
-
-        self.spec = spec
-        self.rows = rows
-        self.info = info
-        self.max_tokens = max_tokens
-        self.mode = mode
-        self.dataset = dataset
-        out = spec.output
-        self.spill = out.parent / f".{out.name}.spill-{os.getpid()}"
-        self.reorder = Reorder(units, self.spill)
-        self.counters = Counters()
-        self.writer: Any = None
-        self.dir: Any = None
-        self.skipped_path = spec.skipped_path if not dataset else out / "skipped.jsonl"
-        self._skip_file: Any = None
-
-    def consume(self, batches: Any, router: Any, actor: Any) -> Any:
-        from embedgen.pipeline.progress import Progress
-        from embedgen.pipeline.read import count_rows
-
-        total = count_rows(list(self.spec.paths))
-        if self.spec.cfg.run.limit is not None and total is not None:
-            total = min(total, self.spec.cfg.run.limit)
-        progress = Progress(total, mode=self.mode)
-        try:
-            for batch in batches:
-                self._count_cached(batch)
-                for window in self.reorder.add(batch):
-                    self._write(window)
-                    progress.update(self.counters)
-            self.reorder.check_finished()
-            if self.dataset:
-                self.dir.finish(asdict(self.counters))
-            else:
-                if self.writer is None:
-                    self._open_empty()
-                self.writer.finish()
-        except BaseException as exc:
-            kept = self.writer.abort() if self.writer is not None else None
-            if kept is not None and isinstance(exc, EmbedgenError):
-                exc.args = (f"{exc.args[0]} (rows written so far are in {kept})",)
-            raise
-        finally:
-            progress.close()
-            if self._skip_file is not None:
-                self._skip_file.close()
-            shutil.rmtree(self.spill, ignore_errors=True)
-        return self._summary(router, actor)
-
-    def _count_cached(self, batch: Any) -> None:
-        import pyarrow.compute as pc
-
-        body = pc.greater_equal(batch.column("_pos"), 0)
-        cached = pc.and_(body, batch.column("_cached"))
-        n_cached = pc.sum(cached).as_py() or 0
-        n_body = pc.sum(body).as_py() or 0
-        self.counters.cached += n_cached
-        self.counters.computed += n_body - n_cached
-
-    def _write(self, window: Any) -> None:
-        import pyarrow.compute as pc
-
-        c = self.counters
-        c.documents += int(window.column("_docs")[0].as_py())
-        c.chunks += window.num_rows - 1
-        c.tokens += int(pc.sum(window.column("tokens")).as_py() or 0)
-        skips = window.column("_skips")[0].as_py()
-        if skips:
-            self._record_skips(skips.split("\n"))
-        if self.dataset:
-            self.dir.write(window)
-            return
-        if self.writer is None:
-            from embedgen.engines.ray_output import open_file_writer
-
-            self.writer = open_file_writer(
-                self.spec.output, window, self.rows, self.info, self.max_tokens
-            )
-        if window.num_rows > 1:
-            columns, vectors, keep = self.rows.split(window, self.writer.schema)
-            self.writer.write(columns, vectors, keep)
-
-    def _open_empty(self) -> None:
-        import pyarrow as pa
-
-        from embedgen.engines.ray_output import open_file_writer
-
-        empty = pa.table({"id": pa.array([], pa.int64())})
-        self.writer = open_file_writer(self.spec.output, empty, self.rows, self.info,
-                                       self.max_tokens)  # fmt: skip
-
-    def _record_skips(self, lines: list[str]) -> None:
-        if self._skip_file is None:
-            self.skipped_path.parent.mkdir(parents=True, exist_ok=True)
-            self._skip_file = self.skipped_path.open("w", encoding="utf-8")
-        for line in lines:
-            self._skip_file.write(line + "\n")
-        self._skip_file.flush()
-        self.counters.skipped += len(lines)
-
-    def _summary(self, router: Any, actor: Any) -> Any:
-        from embedgen.pipeline.run import RunSummary, open_cache
-        from embedgen.router import ProviderStats
-
-        c = self.counters
-        if not c.skipped and self.skipped_path.exists():
-            self.skipped_path.unlink()
-        stats: dict[str, Any] = {}
-        if actor is not None:
-            merged = self.ray_get(actor.stats.remote())
-            stats = {name: ProviderStats(name=name, **{k: int(v) if k != "seconds" else v
-                                                        for k, v in st.items()})
-                     for name, st in merged.items()}  # fmt: skip
-        cache = open_cache(self.spec.cfg.run) if self.spec.cfg.run.use_cache else None
-        if cache is not None:
-            from embedgen.cache import fingerprint_id
-
-            try:
-                cache.record_run(c.cached, c.computed, fingerprint_id(self.info.fingerprint))
-            finally:
-                cache.close()
-        return RunSummary(
-            output=self.spec.output,
-            documents=c.documents,
-            chunks=c.chunks,
-            tokens=c.tokens,
-            skipped=c.skipped,
-            cached=c.cached,
-            computed=c.computed,
-            skipped_path=self.skipped_path if c.skipped else None,
-            model=self.info.model,
-            dim=self.info.dim,
-            provider_stats=stats,
-            mixed_models="model" in self.rows.extra_columns,
-        )
-
-    @staticmethod
-    def ray_get(ref: Any) -> Any:
-        import ray
-
-        return ray.get(ref)
