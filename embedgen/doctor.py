@@ -244,7 +244,8 @@ def run_tiny_session(providers: list[Any], *, sequential: bool = False) -> str:
 
 def check_default_model() -> Check:
     """The embedded default model file is present and has the expected sha256."""
-    from embedgen.models.local import DEFAULT_SHA256, default_model, sha256_file
+    from embedgen.models.local import DEFAULT_SHA256, sha256_file
+    from embedgen.models.local import original_default_model as default_model
 
     try:
         spec = default_model()

@@ -100,6 +100,7 @@ def _register() -> None:
         cost_cmd,
         doctor_cmd,
         download_cmd,
+        optimize_cmd,
         run_cmd,
         schedule_cmd,
     )
@@ -108,6 +109,7 @@ def _register() -> None:
         module.register(app)
     for module in (cost_cmd, budget_cmd, batches_cmd):
         module.register(app)
+    optimize_cmd.register(app)
 
 
 _register()

