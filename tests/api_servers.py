@@ -95,6 +95,11 @@ class ServerState:
     rpm: float | None = None
     tpm: float | None = None
     burst_seconds: float = 1.0
+    window_limit: int | None = None
+    """A fixed-window limiter: this many requests per ``window_seconds``, answered beyond
+    that with 429 and ``Retry-After: window_retry_after`` (a server that understates it)."""
+    window_seconds: float = 60.0
+    window_retry_after: str = "1"
     records: list[Record] = field(default_factory=list)
     attempts: Counter[str] = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -104,6 +109,18 @@ class ServerState:
         self._levels = {"requests": 0.0, "tokens": 0.0}
         self._stamp = time.monotonic()
         self._started = False
+        self._window = (time.monotonic(), 0)
+
+    def window_allows(self) -> bool:
+        """Count a request against the fixed window; False when the window is full."""
+        with self.lock:
+            start, used = self._window
+            now = time.monotonic()
+            if now - start >= self.window_seconds:
+                start, used = now, 0
+            ok = used < (self.window_limit or 0)
+            self._window = (start, used + int(ok))
+            return ok
 
     def next_fault(self) -> str | None:
         with self.lock:
@@ -215,6 +232,13 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(503, {"error": {"message": "service unavailable"}})
         tokens = sum(st.count_tokens(t) for t in texts)
         limit_headers: dict[str, str] = {}
+        if st.window_limit is not None and not st.window_allows():
+            record.status, record.fault = 429, "window"
+            return self._json(
+                429,
+                {"error": {"message": "Rate limit reached"}},
+                {"Retry-After": st.window_retry_after},
+            )
         if st.rpm or st.tpm:
             ok, limit_headers = st.limit(tokens)
             if not ok:

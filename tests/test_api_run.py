@@ -170,3 +170,21 @@ def test_the_key_is_in_no_output_log_or_cache(write_parquet, tmp_path: Path) -> 
     assert "HTTP 401" in " ".join(texts)
     for text in texts + collect.lines:
         assert KEY not in text
+
+
+def test_repeated_429s_without_configured_limits_slow_down_instead_of_failing(
+    write_parquet, tmp_path: Path
+) -> None:
+    # A server that allows 8 requests per 2 s window and answers the rest with 429 and a
+    # Retry-After far shorter than the window: retrying on its schedule fails every batch.
+    with ApiServer(
+        "openai", key=KEY, window_limit=8, window_seconds=2.0, window_retry_after="0.05"
+    ) as server:
+        cfg = write_config(tmp_path / "c.toml", server, max_batch_inputs=1, max_retries=3)
+        out = tmp_path / "out.parquet"
+        result = run(corpus(write_parquet, 30), cfg, out)
+        assert result.exit_code == 0, (result.output, result.exception)
+        check_output(out, server, 30)
+        limited = sum(1 for r in server.records if r.status == 429)
+        assert server.ok_requests() == 30
+        assert limited < 3 * 30, limited  # it backed off rather than hammering the window

@@ -60,6 +60,14 @@ class TokenBucket:
             self._sleep(wait)
         return wait
 
+    def set_rate(self, per_minute: float) -> None:
+        """Change the rate (the adaptive limiter's lever); the level carries over."""
+        with self._lock:
+            self._refill(self._clock())
+            self.rate = per_minute / 60.0
+            self.capacity = max(1.0, self.rate * self._burst)
+            self._level = min(self._level, self.capacity)
+
     def refund(self, n: float) -> None:
         """Give back units taken for a request that the server never counted."""
         with self._lock:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from embedgen.errors import BreakerOpenError
 from embedgen.providers.base import Batch, EmbedResult, Provider, ProviderInfo, TextTokenizer
 from embedgen.providers.http_headers import RateLimitHeaders
+from embedgen.router.adaptive import Aimd, Slots
 from embedgen.router.limits import CircuitBreaker, Clock, RetryPolicy, TokenBucket
 
 
@@ -62,6 +63,11 @@ class Reliability:
     """The provider's request timeout (the router's bound on waiting for a dead provider)."""
 
 
+def adaptive(settings: Reliability | None) -> bool:
+    """Whether a member adapts to 429s on its own: an API provider with no rpm/tpm set."""
+    return settings is not None and not settings.rpm and not settings.tpm
+
+
 class Member:
     """A provider plus the reliability state the router consults for it."""
 
@@ -87,7 +93,9 @@ class Member:
         )
         self._requests = TokenBucket(s.rpm, clock=clock, sleep=sleep) if s.rpm else None
         self._tokens = TokenBucket(s.tpm, clock=clock, sleep=sleep) if s.tpm else None
-        self._inflight = threading.BoundedSemaphore(max(1, s.max_concurrency))
+        self._slots = Slots(s.max_concurrency)
+        self.aimd = Aimd(self._slots, clock=clock, sleep=sleep) if adaptive(settings) else None
+        """Set when no rpm/tpm is configured: repeated 429s lower concurrency and rate."""
         self._lock = threading.Lock()
         self._stats = ProviderStats(self.info.name)
         self._cooldown_until = 0.0
@@ -121,9 +129,12 @@ class Member:
 
     @contextlib.contextmanager
     def slot(self) -> Iterator[None]:
-        """One of ``max_concurrency`` request slots, held for a batch's tries."""
-        with self._inflight:
+        """One of ``max_concurrency`` request slots (fewer after 429s), held for a batch's tries."""
+        self._slots.acquire()
+        try:
             yield
+        finally:
+            self._slots.release()
 
     def attempt(self, batch: Batch) -> EmbedResult:
         """One request: wait out a cooldown, claim the breaker, take from the buckets, send.
@@ -137,6 +148,8 @@ class Member:
                 f"{self.info.name}: circuit breaker is open after repeated failures"
                 + (f" (last: {self.last_error})" if self.last_error else "")
             )
+        if self.aimd is not None:
+            self.aimd.before_request()
         if self._requests:
             self._requests.take(1)
         if self._tokens:
@@ -152,6 +165,8 @@ class Member:
         if self._tokens and used > batch.tokens:
             self._tokens.reserve(used - batch.tokens)
         self.breaker.record_success()
+        if self.aimd is not None:
+            self.aimd.success()
         self._count(t0, failed=False, tokens=used)
         return result
 
@@ -161,6 +176,8 @@ class Member:
         self.last_error = message
         with self._lock:
             self._stats.rate_limited += int(rate_limited)
+        if rate_limited and self.aimd is not None:
+            self.aimd.rate_limited()
         if fault:
             self.breaker.record_failure()
         else:

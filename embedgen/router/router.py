@@ -36,6 +36,9 @@ from embedgen.router.spend import Spend
 
 log = logging.getLogger("embedgen")
 
+RATE_LIMIT_COST = 0.25
+"""Tries a 429 spends of a batch's ``1 + max_retries``: rate limits wait, they don't fail."""
+
 
 class Router:
     """Members in order of preference; the first one's tokenizer counts for chunking."""
@@ -208,12 +211,13 @@ class Router:
             last: ProviderError | None = None
             attempts = m.retry.max_retries + 1
             tries = 0
-            for attempt in range(attempts):
+            spent = 0.0  # a 429 spends a quarter of a try: rate limits pass, faults don't
+            while spent < attempts:
                 tries += 1
-                if attempt:
+                if tries > 1:
                     m.retried()
                     ra = last.retry_after if isinstance(last, TransientProviderError) else None
-                    m.sleep(m.retry.delay(attempt, ra, self._rng))
+                    m.sleep(m.retry.delay(min(tries - 1, attempts), ra, self._rng))
                 try:
                     return m.attempt(batch)
                 except BreakerOpenError:
@@ -228,11 +232,13 @@ class Router:
                         # Rate limiting is not a fault of the provider: back off, keep the breaker.
                         m.failed(str(exc), fault=False, rate_limited=True)
                         m.cool_down(exc.retry_after)
-                    else:
-                        m.failed(str(exc), fault=True)
+                        spent += RATE_LIMIT_COST
+                        continue
+                    m.failed(str(exc), fault=True)
                 except ProviderError as exc:
                     last = exc
                     m.failed(str(exc), fault=True)
+                spent += 1
                 if not m.available():  # its breaker opened: no point in waiting to retry here
                     break
             m.gave_up()
