@@ -17,6 +17,7 @@ from embedgen.cache.keys import (
     cache_key,
     cache_keys,
     default_cache_dir,
+    doc_keys,
     fingerprint_id,
     resolve_cache_dir,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "cache_key",
     "cache_keys",
     "default_cache_dir",
+    "doc_keys",
     "fingerprint_id",
     "resolve_cache_dir",
 ]

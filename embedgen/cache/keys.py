@@ -32,6 +32,25 @@ def cache_keys(fingerprint: bytes, texts: Sequence[str]) -> list[bytes]:
     return [cache_key(fingerprint, text) for text in texts]
 
 
+DOC_PREFIX = b"doc\0"
+"""Document records live in the meta database under this prefix (see :func:`doc_keys`)."""
+
+
+def doc_keys(fingerprint: bytes, params: str, texts: Sequence[str]) -> list[bytes]:
+    """Keys of whole documents under a model and the chunking ``params`` that cut them.
+
+    A document record maps such a key to its chunks' spans and token counts, so a re-run
+    recognises an unchanged document without tokenizing it again.
+    """
+    seed = fingerprint + params.encode()
+    out = []
+    for text in texts:
+        digest = hashlib.blake2b(seed, digest_size=16)
+        digest.update(text.encode("utf-8", "surrogatepass"))
+        out.append(DOC_PREFIX + fingerprint + digest.digest())
+    return out
+
+
 def default_cache_dir() -> Path:
     """``EMBEDGEN_CACHE_DIR``, else ``vectors`` in the user cache directory of embedgen."""
     env = os.environ.get("EMBEDGEN_CACHE_DIR")

@@ -251,6 +251,26 @@ class VectorCache:
 
         return self._txn(write, write=True)
 
+    # -- document records ---------------------------------------------------------------
+
+    def get_docs(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        """Document records (from :func:`~embedgen.cache.keys.doc_keys`), None where unknown."""
+        meta = self._shared.meta
+        return self._txn(lambda txn: [txn.get(k, db=meta) for k in keys])
+
+    def put_docs(self, items: Sequence[tuple[bytes, bytes]]) -> None:
+        """Store document records in one write transaction."""
+        if not items:
+            return
+        meta = self._shared.meta
+        ordered = sorted(items)
+
+        def write(txn: Any) -> None:
+            with txn.cursor(db=meta) as cursor:
+                cursor.putmulti(ordered)
+
+        self._txn(write, write=True)
+
     # -- runs -----------------------------------------------------------------------------
 
     def record_run(self, hits: int, misses: int, fingerprint: bytes) -> None:

@@ -68,7 +68,8 @@ class Embedder:
             yield Embedded(rows, vecs, extras)
 
     def _batch(self, chunks: Sequence[Chunk], rows: list[int]) -> Batch:
-        with_ids = chunks[rows[0]].input_ids is not None
+        # chunks rebuilt from document records carry no ids: the provider tokenizes them
+        with_ids = all(chunks[i].input_ids is not None for i in rows)
         return Batch(
             texts=[chunks[i].text for i in rows],
             token_counts=[chunks[i].tokens + self.overhead for i in rows],

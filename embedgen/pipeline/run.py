@@ -197,8 +197,14 @@ class LocalRun:
         tokenizer = router.tokenizer()
         self.chunker = make_chunker(tokenizer, info, run)
         self.overhead = tokenizer.overhead
-        self.windows = Windows(self.chunker, read_options(run), run.limit)
         self.fp_id = fingerprint_id(info.fingerprint)
+        index = None
+        if cache is not None and not run.sparse and not mixed:
+            from embedgen.pipeline.docindex import DocIndex
+
+            index = DocIndex(cache, self.fp_id, self.chunker)
+        self.index = index
+        self.windows = Windows(self.chunker, read_options(run), run.limit, index)
         # Cached rows carry a dense vector only: sparse runs recompute (and still store) every
         # chunk; runs that may mix models keep the cache out of it, so no row is misattributed.
         self.lookup = Lookup(
@@ -376,6 +382,8 @@ class LocalRun:
                 for values in window_extras.values():
                     values[i] = values[j]
             self._write(h.window, vectors, window_extras)
+            if self.index is not None and h.window.new_docs:
+                self.index.put(h.window.new_docs)  # after its vectors are committed
             c = self.counters
             c.documents += h.window.documents
             c.chunks += len(h.window.chunks)

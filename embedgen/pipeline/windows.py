@@ -9,7 +9,7 @@ skip rules (:func:`limited`, :func:`select`), so it counts exactly what ``run`` 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +18,7 @@ from embedgen.pipeline.read import DocBatch, ReadOptions, Skip, read_documents
 
 if TYPE_CHECKING:
     from embedgen.config import RunConfig
+    from embedgen.pipeline.docindex import DocIndex
     from embedgen.providers.base import ProviderInfo, TextTokenizer
 
 
@@ -30,6 +31,8 @@ class Window:
     skips: list[Skip]
     documents: int
     """Rows of the input this window stands for (including malformed ones)."""
+    new_docs: list[tuple[bytes, bytes]] = field(default_factory=list)
+    """Document records to store once the window's vectors are cached (see DocIndex)."""
 
 
 def read_options(run: RunConfig) -> ReadOptions:
@@ -85,10 +88,18 @@ def make_chunker(tokenizer: TextTokenizer, info: ProviderInfo, run: RunConfig) -
 class Windows:
     """Read → skip rules → chunk, one document batch at a time."""
 
-    def __init__(self, chunker: Chunker, opts: ReadOptions, limit: int | None = None) -> None:
+    def __init__(
+        self,
+        chunker: Chunker,
+        opts: ReadOptions,
+        limit: int | None = None,
+        index: DocIndex | None = None,
+    ) -> None:
         self.chunker = chunker
         self.opts = opts
         self.limit = limit
+        self.index = index
+        """Records of documents chunked before: unchanged ones are not tokenized again."""
 
     def __call__(self, paths: list[Path]) -> Iterator[Window]:
         for docs in limited(paths, self.opts, self.limit):
@@ -97,7 +108,8 @@ class Windows:
     def window(self, docs: DocBatch) -> Window:
         """One document batch, skipped and chunked (an engine's chunk task calls this)."""
         valid, skips = select(docs)
-        per_doc = self.chunker.chunk([docs.texts[i] for i in valid])  # type: ignore[misc]
+        texts: list[str] = [docs.texts[i] for i in valid]  # type: ignore[misc]
+        per_doc, new_docs = self._chunk(texts)
         chunks: list[Chunk] = []
         doc_index: list[int] = []
         for i, doc_chunks in zip(valid, per_doc):
@@ -105,4 +117,21 @@ class Windows:
                 skips.append(docs.skip(i, "text has no tokens"))
             chunks.extend(doc_chunks)
             doc_index.extend([i] * len(doc_chunks))
-        return Window(docs, chunks, doc_index, skips, len(docs.texts) + len(docs.skips))
+        return Window(
+            docs, chunks, doc_index, skips, len(docs.texts) + len(docs.skips), new_docs
+        )
+
+    def _chunk(self, texts: list[str]) -> tuple[list[list[Chunk]], list[tuple[bytes, bytes]]]:
+        """Chunks per text: from document records where known, else by tokenizing."""
+        if self.index is None:
+            return self.chunker.chunk(texts), []
+        keys, spans = self.index.known(texts)
+        per_doc: list[list[Chunk] | None] = [
+            self.index.chunks(j, t, sp) if sp is not None else None
+            for j, (t, sp) in enumerate(zip(texts, spans))
+        ]
+        todo = [j for j, got in enumerate(per_doc) if got is None]
+        for j, fresh in zip(todo, self.chunker.chunk([texts[j] for j in todo])):
+            per_doc[j] = fresh
+        new_docs = [(keys[j], self.index.record(per_doc[j])) for j in todo if per_doc[j]]  # type: ignore[arg-type]
+        return per_doc, new_docs  # type: ignore[return-value]

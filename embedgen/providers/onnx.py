@@ -9,6 +9,7 @@ default; ``dimensions`` truncates (Matryoshka) and renormalises.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -104,20 +105,11 @@ class OnnxProvider(Provider):
         )
         if self.choice.warning:
             log.warning(self.choice.warning)
-        self.session = self._session(ort)
-        self._inputs = {i.name for i in self.session.get_inputs()}
-        missing = self._inputs - {"input_ids", "attention_mask", "token_type_ids"}
-        if "input_ids" not in self._inputs or missing:
-            raise ModelError(
-                f"{spec.onnx_path}: unsupported inputs {sorted(self._inputs)}; expected "
-                "input_ids, attention_mask and optionally token_type_ids"
-            )
-        outputs = [o.name for o in self.session.get_outputs()]
         self.pooling = cfg.pooling or spec.pooling
-        self._output = self._pick_output(outputs)
-        self._sparse: tuple[Any, set[int], list[str]] | None = None
-        if sparse:
-            self._sparse = self._sparse_setup(outputs)
+        self._want_sparse = sparse
+        self._warmup = (cfg.warmup_batches, batch_size)
+        self._session_obj: Any = None
+        self._load_lock = threading.Lock()
         self.normalize = cfg.normalize and spec.normalize
         self.dimensions = dimensions
         prefix = cfg.prefix if cfg.prefix is not None else spec.document_prefix
@@ -130,13 +122,12 @@ class OnnxProvider(Provider):
             )
         if self.max_tokens <= self._tokenizer.overhead:
             raise ModelError(f"max tokens {self.max_tokens} leaves no room for text")
-        probe = self._run([self._tokenizer.encode_for_model("embedgen")])
-        full_dim = probe.shape[1]
+        # The session is loaded when a batch first needs it (a fully cached run never does),
+        # unless the vector size is only known by running the model once.
+        full_dim = spec.dim if spec.dim and not sparse else self._probe_dim()
         if dimensions is not None and dimensions > full_dim:
             raise ModelError(f"--dimensions {dimensions} exceeds the model's dimension {full_dim}")
         dim = dimensions or full_dim
-        for _ in range(cfg.warmup_batches):
-            self._run([self._tokenizer.encode_for_model("warm up " * 8)] * min(batch_size, 8))
         fingerprint = model_fingerprint(
             spec,
             pooling=self.pooling,
@@ -164,6 +155,40 @@ class OnnxProvider(Provider):
                 "prefix": prefix,
             },
         )
+
+    @property
+    def session(self) -> Any:
+        """The onnxruntime session, loaded (and checked, and warmed up) on first use."""
+        if self._session_obj is None:
+            with self._load_lock:
+                if self._session_obj is None:
+                    self._load()
+        return self._session_obj
+
+    def _load(self) -> None:
+        import onnxruntime as ort
+
+        session = self._session(ort)
+        self._inputs = {i.name for i in session.get_inputs()}
+        missing = self._inputs - {"input_ids", "attention_mask", "token_type_ids"}
+        if "input_ids" not in self._inputs or missing:
+            raise ModelError(
+                f"{self.spec.onnx_path}: unsupported inputs {sorted(self._inputs)}; expected "
+                "input_ids, attention_mask and optionally token_type_ids"
+            )
+        outputs = [o.name for o in session.get_outputs()]
+        self._output = self._pick_output(outputs)
+        self._sparse: tuple[Any, set[int], list[str]] | None = None
+        if self._want_sparse:
+            self._sparse = self._sparse_setup(outputs)
+        self._session_obj = session
+        warmups, batch_size = self._warmup
+        for _ in range(warmups):
+            self._run([self._tokenizer.encode_for_model("warm up " * 8)] * min(batch_size, 8))
+
+    def _probe_dim(self) -> int:
+        """The model's vector size, from one run (when its folder does not say)."""
+        return int(self._run([self._tokenizer.encode_for_model("embedgen")]).shape[1])
 
     def _session(self, ort: Any) -> Any:
         so = ort.SessionOptions()
@@ -238,6 +263,7 @@ class OnnxProvider(Provider):
         for i, row in enumerate(input_ids):
             ids[i, : len(row)] = row
             mask[i, : len(row)] = 1
+        session = self.session
         feeds = {"input_ids": ids}
         if "attention_mask" in self._inputs:
             feeds["attention_mask"] = mask
@@ -247,7 +273,7 @@ class OnnxProvider(Provider):
         if self._sparse is not None:
             names += [o for o in self._sparse[2] if o not in names]
         try:
-            outs = self.session.run(names, feeds)
+            outs = session.run(names, feeds)
         except Exception as exc:
             raise ProviderError(f"onnxruntime failed on a batch of {n}: {exc}") from None
         vectors = self._pool(np.asarray(outs[0], dtype=np.float32), mask)

@@ -1,0 +1,109 @@
+"""Nightly re-runs: unchanged documents are not tokenized again, the model is not loaded
+when nothing needs embedding, and the output is still complete and equal to a fresh run's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import embedgen
+from embedgen.providers.hf_tokenizer import HFTokenizer
+
+ORIGINAL = "default-original"
+"""The shipped int8 file computes in fp32, so a vector does not depend on its batch: a
+re-run's rows can be compared with a fresh run's to the last digit."""
+
+LONG = " ".join(f"word{i} of a longer document that needs several chunks" for i in range(60))
+
+
+def _corpus(path: Path, texts: list[str]) -> Path:
+    pq.write_table(pa.table({"id": list(range(len(texts))), "text": texts}), path)
+    return path
+
+
+def _texts(n: int) -> list[str]:
+    return [f"document {i} is about topic {i % 7}" if i % 10 else f"{i}: {LONG}" for i in range(n)]
+
+
+def _count_tokenized(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    seen: list[int] = []
+    original = HFTokenizer.encode_offsets
+
+    def counting(self: HFTokenizer, texts):  # type: ignore[no-untyped-def]
+        seen.append(len(texts))
+        return original(self, texts)
+
+    monkeypatch.setattr(HFTokenizer, "encode_offsets", counting)
+    return seen
+
+
+def _rows(path: Path) -> tuple[pa.Table, np.ndarray]:
+    table = pq.read_table(path)
+    vecs = np.array(table.column("embedding").to_pylist(), dtype=np.float32)
+    return table.drop(["embedding"]), vecs
+
+
+def test_changed_documents_only_are_tokenized_and_rows_equal_a_fresh_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    texts = _texts(200)
+    src = _corpus(tmp_path / "c.parquet", texts)
+    opts = {"quiet": True, "id_column": "id", "max_tokens": 32, "overlap": 4, "model": ORIGINAL}
+    embedgen.embed_corpus(src, tmp_path / "first.parquet", **opts)
+    changed = list(texts)
+    for i in range(0, 200, 20):  # 5% of the documents change
+        changed[i] = changed[i] + " (edited)"
+    _corpus(src, changed)
+    seen = _count_tokenized(monkeypatch)
+    summary = embedgen.embed_corpus(src, tmp_path / "again.parquet", **opts)
+    assert sum(seen) == 10, seen  # only the ten edited documents
+    assert summary.computed > 0 and summary.cached > 0
+    monkeypatch.undo()
+    fresh = embedgen.embed_corpus(src, tmp_path / "fresh.parquet", use_cache=False, **opts)
+    assert fresh.chunks == summary.chunks
+    meta_a, vec_a = _rows(tmp_path / "again.parquet")
+    meta_f, vec_f = _rows(tmp_path / "fresh.parquet")
+    assert meta_a.equals(meta_f)
+    cos = (vec_a * vec_f).sum(axis=1)
+    assert cos.min() > 0.99999
+
+
+def test_a_fully_cached_rerun_never_loads_the_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import onnxruntime
+
+    src = _corpus(tmp_path / "c.parquet", _texts(50))
+    embedgen.embed_corpus(src, tmp_path / "a.parquet", quiet=True)
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model was loaded although every chunk is cached")
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", refuse)
+    seen = _count_tokenized(monkeypatch)
+    summary = embedgen.embed_corpus(src, tmp_path / "b.parquet", quiet=True)
+    assert summary.computed == 0 and summary.cached == summary.chunks
+    assert sum(seen) == 0
+    assert pq.read_table(tmp_path / "b.parquet").num_rows == summary.chunks
+    monkeypatch.undo()
+    assert _rows(tmp_path / "a.parquet")[0].equals(_rows(tmp_path / "b.parquet")[0])
+
+
+def test_a_cleared_vector_is_recomputed_from_a_known_document(tmp_path: Path) -> None:
+    from embedgen.cache import CacheAdmin, resolve_cache_dir
+
+    src = _corpus(tmp_path / "c.parquet", _texts(30))
+    opts = {"quiet": True, "max_tokens": 32, "model": ORIGINAL}
+    first = embedgen.embed_corpus(src, tmp_path / "a.parquet", **opts)
+    with CacheAdmin.open(resolve_cache_dir()) as admin:
+        (model,) = admin.models()
+        admin.clear(model.name)  # vectors gone; document records stay
+    again = embedgen.embed_corpus(src, tmp_path / "b.parquet", **opts)
+    assert again.computed == first.computed  # every distinct chunk again
+    _, a = _rows(tmp_path / "a.parquet")
+    _, b = _rows(tmp_path / "b.parquet")
+    assert (a * b).sum(axis=1).min() > 0.99999
