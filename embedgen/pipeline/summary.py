@@ -1,0 +1,58 @@
+"""What a run did, as the summary lines the CLI prints and the library returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class RunSummary:
+    output: Path | None
+    documents: int = 0
+    chunks: int = 0
+    tokens: int = 0
+    skipped: int = 0
+    cached: int = 0
+    computed: int = 0
+    seconds: float = 0.0
+    skipped_path: Path | None = None
+    model: str = ""
+    dim: int = 0
+    provider_stats: dict[str, Any] = field(default_factory=dict)
+    """Per API provider: requests, retries, failures, breaker openings, tokens, seconds."""
+    mixed_models: bool = False
+    budget_lines: list[str] = field(default_factory=list)
+    """What the run spent, per provider (when any provider has a price)."""
+
+    @property
+    def chunks_per_s(self) -> float:
+        return self.chunks / self.seconds if self.seconds > 0 else 0.0
+
+    def lines(self) -> list[str]:
+        out = self._lines()
+        for name, st in self.provider_stats.items():
+            out.append(
+                f"provider {name}: {st.requests:,} requests, {st.retries:,} retries, "
+                f"{st.failures:,} failures ({st.rate_limited:,} rate-limited), "
+                f"{st.breaker_openings:,} breaker openings, {st.tokens:,} tokens, "
+                f"{st.seconds:,.1f}s"
+            )
+        out.extend(self.budget_lines)
+        if self.mixed_models:
+            out.append("warning: rows were embedded by different models (see the model column)")
+        return out
+
+    def _lines(self) -> list[str]:
+        out = [
+            f"documents: {self.documents:,}",
+            f"chunks:    {self.chunks:,} ({self.cached:,} cached, {self.computed:,} computed)",
+            f"tokens:    {self.tokens:,}",
+            f"skipped:   {self.skipped:,}"
+            + (f" (listed in {self.skipped_path})" if self.skipped_path else ""),
+            f"seconds:   {self.seconds:,.1f} ({self.chunks_per_s:,.1f} chunks/s)",
+            f"model:     {self.model} ({self.dim}-d)",
+            f"output:    {self.output}",
+        ]
+        return out
