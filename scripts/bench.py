@@ -296,11 +296,7 @@ def extra_sections(args: argparse.Namespace) -> None:
     if args.fp32:
         import bench_variants
 
-        print("\n== int8 variants vs the plain fp32 onnxruntime loop (bench_variants.py)")
-        with tempfile.TemporaryDirectory(prefix="embedgen-bench-variants-") as tmp:
-            data = _limited_input(args.input, args.limit, Path(tmp))
-            rows = bench_variants.measure(data, args.fp32, args.optimized, args.repeat, Path(tmp))
-        print(bench_variants.report(rows))
+        bench_variants.section(args)
     if args.engine == "ray":
         import bench_ray
 
@@ -354,16 +350,8 @@ def main(argv: list[str] | None = None) -> int:
         help="ray: also compare the Ray engine with the local one, whole process (bench_ray.py)",
     )
     parser.add_argument("--workers", type=int, default=2, help="Ray workers for --engine ray")
-    parser.add_argument(
-        "--fp32",
-        type=Path,
-        metavar="FOLDER",
-        help="also compare the default's int8 variant (and --optimized) with the plain fp32 "
-        "loop on this fp32 export (bench_variants.py)",
-    )
-    parser.add_argument(
-        "--optimized", type=Path, metavar="FOLDER", help="an `embedgen optimize` folder (--fp32)"
-    )
+    parser.add_argument("--fp32", type=Path, help="fp32 export: int8 variants vs its plain loop")
+    parser.add_argument("--optimized", type=Path, help="an `embedgen optimize` folder (--fp32)")
     parser.add_argument("--json", nargs="?", const="-", help="write results as JSON (- stdout)")
     args = parser.parse_args(argv)
     if args.repeat < 1:

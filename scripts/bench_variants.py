@@ -114,6 +114,14 @@ def report(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def section(args: argparse.Namespace) -> None:
+    """bench.py's ``--fp32`` section: the same rows on bench.py's input and repeats."""
+    print("\n== int8 variants vs the plain fp32 onnxruntime loop (bench_variants.py)")
+    with tempfile.TemporaryDirectory(prefix="embedgen-bench-variants-") as tmp:
+        data = bench._limited_input(args.input, args.limit, Path(tmp))
+        print(report(measure(data, args.fp32, args.optimized, args.repeat, Path(tmp))))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--input", type=Path, required=True, help="Parquet with a text column")

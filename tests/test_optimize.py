@@ -185,6 +185,64 @@ def test_download_optimize(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert resolve_model("tiny-mlp-int8").sha256 == manifest.extra["optimize"]["sha256"]
 
 
+# --- graph simplifications ---------------------------------------------------------------
+
+
+def _attention_graph():
+    """GELU (torch's erf form) and a softmax with an infinite key mask and a NaN guard."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    def const(name: str, value: float):
+        return helper.make_node(
+            "Constant", [], [name], value=numpy_helper.from_array(np.array(value, np.float32))
+        )
+
+    nodes = [
+        const("sqrt2", 2**0.5), const("one", 1.0), const("half", 0.5),
+        const("zero", 0.0), const("minus_inf", -np.inf),
+        helper.make_node("Div", ["x", "sqrt2"], ["d"]),
+        helper.make_node("Erf", ["d"], ["e"]),
+        helper.make_node("Add", ["e", "one"], ["p"]),
+        helper.make_node("Mul", ["half", "p"], ["h"]),
+        helper.make_node("Mul", ["x", "h"], ["g"]),
+        helper.make_node("Where", ["keep", "zero", "minus_inf"], ["bias"]),
+        helper.make_node("Add", ["g", "bias"], ["scores"]),
+        helper.make_node("Softmax", ["scores"], ["probs"], axis=-1),
+        helper.make_node("IsNaN", ["probs"], ["nan"]),
+        helper.make_node("Where", ["nan", "zero", "probs"], ["guarded"]),
+        helper.make_node("Identity", ["guarded"], ["y"]),
+    ]  # fmt: skip
+    graph = helper.make_graph(
+        nodes,
+        "attention",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4]),
+         helper.make_tensor_value_info("keep", TensorProto.BOOL, [2, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])],
+    )  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_simplify_fuses_gelu_and_drops_the_nan_guard_without_changing_outputs() -> None:
+    import onnxruntime as ort
+
+    from embedgen.models.variants import simplify
+
+    model = _attention_graph()
+    simple = simplify(model)
+    ops = [n.op_type for n in simple.graph.node]
+    assert "IsNaN" not in ops and "Erf" not in ops and ops.count("Gelu") == 1
+    x = np.random.default_rng(0).normal(size=(2, 4)).astype(np.float32)
+    keep = np.array([[1, 1, 0, 0], [1, 0, 1, 1]], dtype=bool)  # every row keeps a key
+    runs = [
+        ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+            None, {"x": x, "keep": keep}
+        )[0]
+        for m in (model, simple)
+    ]
+    np.testing.assert_allclose(runs[0], runs[1], atol=1e-6)
+    assert simplify(simple).SerializeToString() == simple.SerializeToString()
+
+
 # --- the embedded default ---------------------------------------------------------------
 
 

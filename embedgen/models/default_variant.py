@@ -93,7 +93,7 @@ def load_stats(source_sha256: str) -> dict[str, Any]:
     return {k: np.asarray(v, dtype=np.float32) for k, v in data["absmax"].items()}
 
 
-def prepare(folder: Path, source: Path, source_sha256: str) -> Prepared:
+def prepare(folder: Path, source: Path, source_sha256: str, *, announce: bool = True) -> Prepared:
     """The verified variant in ``folder``, built from ``source`` when missing or altered."""
     from embedgen.util.locks import FileMutex
 
@@ -108,7 +108,7 @@ def prepare(folder: Path, source: Path, source_sha256: str) -> Prepared:
             sha = _verified(folder, expected)  # another process may have built it meanwhile
             if sha is not None:
                 return Prepared(folder / "model.onnx", sha, wanted, built=False)
-            sha = _build(folder, source, wanted, expected)
+            sha = _build(folder, source, wanted, expected, announce)
     except TimeoutError:
         raise ModelError(f"{folder} is being prepared by another process; try again") from None
     except OSError as exc:
@@ -116,7 +116,9 @@ def prepare(folder: Path, source: Path, source_sha256: str) -> Prepared:
     return Prepared(folder / "model.onnx", sha, wanted, built=True)
 
 
-def _build(folder: Path, source: Path, wanted: QuantSettings, expected: dict[str, Any]) -> str:
+def _build(
+    folder: Path, source: Path, wanted: QuantSettings, expected: dict[str, Any], announce: bool
+) -> str:
     import onnxruntime
 
     from embedgen import __version__
@@ -130,6 +132,7 @@ def _build(folder: Path, source: Path, wanted: QuantSettings, expected: dict[str
          if altered else
          "preparing the default model's int8 variant in %s (once, a few seconds)"),
         folder,
+        extra={"console": announce},
     )  # fmt: skip
     (folder / RECORD_NAME).unlink(missing_ok=True)
     actual = sha256_file(source)

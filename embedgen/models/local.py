@@ -99,15 +99,20 @@ def original_default_model() -> ModelSpec:
     )
 
 
-def default_model() -> ModelSpec:
-    """The embedded default: the int8 variant of the packaged file, built on first use."""
+def default_model(*, announce: bool = True) -> ModelSpec:
+    """The embedded default: the int8 variant of the packaged file, built on first use.
+
+    The build is said on the console unless ``announce`` is False (then only in log files).
+    """
     from dataclasses import replace
 
     from embedgen.models import default_variant
 
     original = original_default_model()
     folder = models_dir() / ".default" / default_variant.VARIANT_NAME
-    prepared = default_variant.prepare(folder, original.onnx_path, DEFAULT_SHA256)
+    prepared = default_variant.prepare(
+        folder, original.onnx_path, DEFAULT_SHA256, announce=announce
+    )
     return replace(
         original,
         name=default_variant.VARIANT_NAME,
