@@ -27,6 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from embedgen.config import OpenAIConfig  # noqa: E402
 from embedgen.providers.api_factory import build_api_provider  # noqa: E402
 from embedgen.providers.base import Batch  # noqa: E402
+from embedgen.router import Member, Router  # noqa: E402
+from embedgen.router.build import reliability  # noqa: E402
 from tests.api_servers import ApiServer  # noqa: E402
 
 KEY = "sk-bench-0123456789abcdef"
@@ -47,7 +49,8 @@ def scenario(
             backoff_max=2.0,
             failure_threshold=1000,
         )
-        p = build_api_provider("bench", cfg)
+        member = Member(build_api_provider("bench", cfg), reliability(cfg))
+        p = Router([member])
         tok = p.tokenizer()
 
         def make(i: int) -> Batch:
@@ -62,7 +65,7 @@ def scenario(
 
         def work(i: int) -> None:
             if time.monotonic() < deadline:
-                p.embed_batch(make(i))
+                p.embed(make(i))
 
         n_jobs = int(bound * seconds * 1.5) + workers * 4
         with ThreadPoolExecutor(workers) as pool:
@@ -76,7 +79,7 @@ def scenario(
         span = max(steady) - start if len(steady) > 1 else 0.0
         rate = len(steady) / span if span else 0.0
         ratio = rate / bound
-        s = p.stats()
+        s = member.stats()
         print(
             f"{label:<38} bound {bound * 60:7.1f} req/min ({per_request} tok/req)  "
             f"sustained {rate * 60:7.1f} req/min  ratio {ratio:5.2f}  "

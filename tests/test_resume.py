@@ -74,7 +74,11 @@ class Corpus:
         self.path = write_corpus(root / "corpus.parquet", [f"d{i:04d}" for i in range(DOCS)],
                                  texts)  # fmt: skip
         self.config = root / "run.toml"
-        self.config.write_text("[run]\nsort_window = 64\n", encoding="utf-8")
+        # the packaged default as shipped: its vectors do not depend on their batch, so a
+        # resumed run can equal an uninterrupted one to the last digit
+        self.config.write_text(
+            '[run]\nsort_window = 64\n[model]\nmodel = "default-original"\n', encoding="utf-8"
+        )
         self.root = root
 
     def args(self, cache_dir: Path, output: Path) -> list[str]:

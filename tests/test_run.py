@@ -49,12 +49,15 @@ def test_parquet_in_parquet_out_schema_and_metadata(write_parquet, tmp_path: Pat
     assert table.column("id").to_pylist() == ["a", "b", "c", "d"]
     assert table.column("lang").to_pylist() == ["en"] * 4
     meta = {k.decode(): v.decode() for k, v in table.schema.metadata.items()}
-    assert meta["embedgen.model"] == "all-MiniLM-L6-v2-int8"
+    assert meta["embedgen.model"] == "all-MiniLM-L6-v2-qint8"  # the fast int8 default
     assert meta["embedgen.dim"] == "384"
     assert meta["embedgen.pooling"] == "mean"
     assert meta["embedgen.normalize"] == "true"
     assert meta["embedgen.version"] == embedgen.__version__
-    assert "sha256=8199be6f" in meta["embedgen.fingerprint"]
+    from embedgen.models.local import default_model, sha256_file
+
+    variant = default_model()  # the int8 variant built on the first run, verified by sha256
+    assert f"sha256={sha256_file(variant.onnx_path)}" in meta["embedgen.fingerprint"]
     vecs = np.array(table.column("embedding").to_pylist(), dtype=np.float32)
     assert np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
     assert not (tmp_path / "corpus.embeddings.skipped.jsonl").exists()
