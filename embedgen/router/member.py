@@ -208,6 +208,10 @@ class Member:
                 self._requests = TokenBucket(rl.limit_requests, clock=self.clock, sleep=self.sleep)
             if self._tokens is None and rl.limit_tokens:
                 self._tokens = TokenBucket(rl.limit_tokens, clock=self.clock, sleep=self.sleep)
+            if self.aimd is not None and (self._requests or self._tokens):
+                # the server states its limits: follow them rather than guess (AIMD off)
+                self.aimd = None
+                self._slots.set_limit(self._slots.ceiling)
         if self._requests:
             self._requests.tighten(
                 limit=rl.limit_requests, remaining=rl.remaining_requests, reset_s=rl.reset_requests
