@@ -14,10 +14,10 @@ def optimize(
         ..., help="A model folder, an .onnx file, a downloaded model's name, or `default`."
     ),
     out: Path | None = typer.Option(
-        None, "--out", "-o", help="Folder to write [default: <models dir>/<name>-int8]."
+        None, "--out", "-o", help="Folder to write (default: NAME-int8 in the models dir)."
     ),
     sample: str | None = typer.Option(
-        None, "--sample", help="Measure on this Parquet/JSONL corpus [default: built-in sample]."
+        None, "--sample", help="Measure on this Parquet/JSONL corpus (default: built-in sample)."
     ),
     text_column: str = typer.Option("text", "--text-column", help="Text column of --sample."),
     limit: int | None = typer.Option(None, "--limit", min=2, help="Use the first N texts."),
