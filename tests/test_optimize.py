@@ -114,6 +114,13 @@ def test_optimize_tiny_model_meets_floor_and_writes_a_runnable_folder(
     assert cos.min() > 0.95
 
 
+def test_optimize_prints_a_table(tiny: Path, tmp_path: Path) -> None:
+    result = cli("optimize", str(tiny), "-o", str(tmp_path / "t"), "--limit", "30", *FLOOR)
+    assert result.exit_code == 0, result.output
+    assert "mean cos" in result.output and "top-10" in result.output and "kept" in result.output
+    assert f"embedgen run CORPUS --model {tmp_path / 't'}" in result.output
+
+
 def test_optimize_is_deterministic(tiny: Path, tmp_path: Path) -> None:
     shas = []
     for name in ("one", "two"):
@@ -301,6 +308,3 @@ def test_optimize_default_meets_floor_and_is_deterministic(tmp_path: Path) -> No
         assert report["chosen"]["speedup"] > 1.0
         shas.append(sha256_file(out / "model.onnx"))
     assert shas[0] == shas[1]
-    result = cli("optimize", "default", "-o", str(tmp_path / "c"), "--limit", "64")
-    assert result.exit_code == 0, result.output
-    assert "kept" in result.output and "mean cos" in result.output

@@ -124,6 +124,7 @@ def _print(report: dict[str, Any]) -> None:
             f"in {report['output']}\nsha256 {report['sha256']}\n"
             f"use it with: embedgen run CORPUS --model {report['output']}",
             markup=False,
+            soft_wrap=True,  # paths stay whole, to be copied
         )
 
 
