@@ -10,15 +10,37 @@ import pytest
 _CLEARED_PREFIXES = ("EMBEDGEN_", "HF_", "OPENAI_", "AZURE_", "VOYAGE_", "COHERE_", "MISTRAL_")
 
 
+@pytest.fixture(scope="session")
+def default_variant(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default model's int8 variant, built once for the session (about 4 s)."""
+    from embedgen.models import default_variant as dv
+    from embedgen.models.local import DEFAULT_SHA256, original_default_model
+
+    folder = tmp_path_factory.mktemp("variant") / ".default" / dv.VARIANT_NAME
+    dv.prepare(folder, original_default_model().onnx_path, DEFAULT_SHA256, announce=False)
+    return folder
+
+
 @pytest.fixture(autouse=True)
-def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A clean environment with private cache, models and config directories."""
+def isolated_env(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, default_variant: Path
+) -> Path:
+    """A clean environment with private cache, models and config directories.
+
+    The models directory starts with the default's int8 variant already built (hard links
+    to the session's build, which every run verifies by sha256): a test that alters it
+    must replace the file, not write into it.
+    """
     for key in list(os.environ):
         if key.startswith(_CLEARED_PREFIXES):
             monkeypatch.delenv(key, raising=False)
     home = tmp_path / "_home"
     for sub in ("cache", "models", "config", "data"):
         (home / sub).mkdir(parents=True)
+    variant = home / "models" / ".default" / default_variant.name
+    variant.mkdir(parents=True)
+    for f in default_variant.iterdir():
+        os.link(f, variant / f.name)
     monkeypatch.setenv("EMBEDGEN_CACHE_DIR", str(home / "cache"))
     monkeypatch.setenv("EMBEDGEN_MODELS_DIR", str(home / "models"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(home / "cache"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -259,6 +260,7 @@ def test_default_variant_is_built_once_and_rebuilt_when_altered(
     from embedgen.models.default_variant import RECORD_NAME
     from embedgen.models.local import DEFAULT_SHA256
 
+    shutil.rmtree(isolated_env / "models" / ".default")  # conftest links a prebuilt one
     caplog.set_level(logging.INFO, logger="embedgen")
     spec = resolve_model(None)
     assert "preparing the default model's int8 variant" in caplog.text

@@ -11,11 +11,30 @@ if TYPE_CHECKING:
     from embedgen.providers.base import Provider
 
 
+GPU_DEVICES = ("cuda", "directml")
+_GPU_PROVIDERS = ("CUDAExecutionProvider", "DmlExecutionProvider")
+
+
+def _on_gpu(model_cfg: OnnxConfig) -> bool:
+    """Whether the model will run on a GPU (asked for, or ``auto`` with one available)."""
+    if model_cfg.device in GPU_DEVICES:
+        return True
+    if model_cfg.device != "auto":
+        return False
+    import onnxruntime as ort
+
+    return any(p in ort.get_available_providers() for p in _GPU_PROVIDERS)
+
+
 def build_onnx(cfg: Config, model_cfg: OnnxConfig, name: str) -> Provider:
-    from embedgen.models.local import resolve_model
+    from embedgen.models.local import DEFAULT_NAMES, ORIGINAL_DEFAULT, resolve_model
     from embedgen.providers.onnx import OnnxProvider
 
-    spec = resolve_model(model_cfg.model)
+    model = model_cfg.model
+    if model in DEFAULT_NAMES and _on_gpu(model_cfg):
+        # the default's int8 variant is a CPU graph (integer MatMuls); GPUs run the original
+        model = ORIGINAL_DEFAULT
+    spec = resolve_model(model)
     return OnnxProvider(
         spec,
         model_cfg,

@@ -1,0 +1,30 @@
+"""The default model on a GPU: its int8 variant is a CPU graph, so GPUs get the original."""
+
+from __future__ import annotations
+
+import pytest
+
+from embedgen.config import load
+from embedgen.providers.factory import build_onnx
+
+
+@pytest.mark.parametrize(
+    ("device", "available", "model"),
+    [
+        ("cpu", ["CPUExecutionProvider"], "all-MiniLM-L6-v2-qint8"),
+        ("auto", ["CPUExecutionProvider"], "all-MiniLM-L6-v2-qint8"),
+        ("auto", ["CUDAExecutionProvider", "CPUExecutionProvider"], "all-MiniLM-L6-v2-int8"),
+        ("cuda", ["CUDAExecutionProvider", "CPUExecutionProvider"], "all-MiniLM-L6-v2-int8"),
+        ("directml", ["DmlExecutionProvider", "CPUExecutionProvider"], "all-MiniLM-L6-v2-int8"),
+    ],
+)
+def test_the_default_runs_its_int8_variant_on_cpu_only(
+    device: str, available: list[str], model: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import onnxruntime
+
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: list(available))
+    cfg = load(None)
+    cfg.model.device = device  # type: ignore[assignment]
+    provider = build_onnx(cfg, cfg.model, "local")  # no session yet: nothing runs on the GPU
+    assert provider.info.model == model
