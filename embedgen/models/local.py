@@ -252,5 +252,24 @@ def read_folder(folder: Path, *, name: str, onnx_override: Path | None = None) -
         pooling=_st_pooling(folder) or "mean",
         normalize=True,
         max_tokens=_st_max_tokens(folder, found) or 512,
-        dim=None,
+        dim=_st_dim(folder),
     )
+
+
+def _st_dim(folder: Path) -> int | None:
+    """The vector size a sentence-transformers folder states (None: run the model to see).
+
+    Only trusted when no module after pooling (a Dense layer) changes it.
+    """
+    def load(path: Path) -> object:
+        try:
+            return json.loads(path.read_text("utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    modules = load(folder / "modules.json")
+    if isinstance(modules, list) and any("Dense" in str(m) for m in modules):
+        return None
+    pooling = load(folder / "1_Pooling" / "config.json")
+    dim = pooling.get("word_embedding_dimension") if isinstance(pooling, dict) else None
+    return dim if isinstance(dim, int) and dim > 0 else None
