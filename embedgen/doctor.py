@@ -24,17 +24,12 @@ from embedgen.util.sizes import format_bytes
 
 Status = Literal["pass", "warn", "fail"]
 MIN_FREE_BYTES = 1024**3
-ORT_DISTRIBUTIONS = (
-    "onnxruntime",
-    "onnxruntime-gpu",
-    "onnxruntime-directml",
-    "onnxruntime-openvino",
-)
 FLAVOUR_PROVIDER = {
     "onnxruntime-gpu": "CUDAExecutionProvider",
     "onnxruntime-directml": "DmlExecutionProvider",
     "onnxruntime-openvino": "OpenVINOExecutionProvider",
 }
+ORT_DISTRIBUTIONS = ("onnxruntime", *FLAVOUR_PROVIDER)
 
 
 @dataclass(frozen=True)

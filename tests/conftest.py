@@ -22,9 +22,7 @@ def default_variant(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def isolated_env(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, default_variant: Path
-) -> Path:
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, default_variant: Path) -> Path:
     """A clean environment with private cache, models and config directories.
 
     The models directory starts with the default's int8 variant already built (hard links

@@ -16,7 +16,6 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-
 KEY = "sk-dead-test-0123456789abcdef"
 RECOVERY = 3.0
 TIMEOUT = 1.0
@@ -46,7 +45,8 @@ def _config(path: Path, url: str) -> Path:
 def test_killed_server_stops_the_run_within_one_recovery(tmp_path: Path) -> None:
     src = tmp_path / "corpus.parquet"
     n = 2000
-    pq.write_table(pa.table({"id": list(range(n)), "text": [f"row {i} of the corpus" for i in range(n)]}), src)  # fmt: skip
+    texts = [f"row {i} of the corpus" for i in range(n)]
+    pq.write_table(pa.table({"id": list(range(n)), "text": texts}), src)
     out = tmp_path / "out.parquet"
     env = {**os.environ, "OPENAI_API_KEY": KEY, "EMBEDGEN_CACHE_DIR": str(tmp_path / "cache")}
     lines: list[tuple[float, str]] = []

@@ -94,22 +94,25 @@ def test_directory_output_is_the_same_rows_as_a_dataset(tmp_path: Path, write_pa
 def test_kill_9_then_rerun_takes_finished_chunks_from_the_cache(
     tmp_path: Path, write_parquet
 ) -> None:
-    texts = [f"sentence {i} " + "with some more words to embed " * (i % 12) for i in range(3000)]
+    texts = [f"sentence {i} " + "with some more words to embed " * (i % 12) for i in range(6000)]
     src = write_parquet({"text": texts})
     out = tmp_path / "out.parquet"
     cmd = [sys.executable, "-m", "embedgen", "run", str(src), "-o", str(out),
            "--engine", "ray", "--workers", "2", "--max-tokens", "32"]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)  # fmt: skip
+    log = (tmp_path / "killed.log").open("w")
+    proc = subprocess.Popen(cmd, env=env, stderr=log, text=True, start_new_session=True)
     deadline = time.monotonic() + 120
     cache = Path(os.environ["EMBEDGEN_CACHE_DIR"])
+    # kill once the workers have committed some chunks (the cache file has grown)
     while time.monotonic() < deadline and proc.poll() is None:
-        if "progress:" in (proc.stderr.readline() if proc.stderr else ""):
+        if sum(p.stat().st_size for p in cache.rglob("data.mdb")) > 512 * 1024:
             break
+        time.sleep(0.05)
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray instance it started
     proc.wait()
+    log.close()
     assert not out.exists(), "the run finished before it could be killed"
     assert any(cache.rglob("*.mdb"))
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)

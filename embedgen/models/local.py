@@ -261,6 +261,7 @@ def _st_dim(folder: Path) -> int | None:
 
     Only trusted when no module after pooling (a Dense layer) changes it.
     """
+
     def load(path: Path) -> object:
         try:
             return json.loads(path.read_text("utf-8"))

@@ -87,5 +87,3 @@ def _open_cache_readonly(cfg: Config) -> Any:
     if not (where / "data.mdb").is_file():
         return None
     return VectorCache.open(where, readonly=True)
-
-

@@ -117,9 +117,7 @@ class Windows:
                 skips.append(docs.skip(i, "text has no tokens"))
             chunks.extend(doc_chunks)
             doc_index.extend([i] * len(doc_chunks))
-        return Window(
-            docs, chunks, doc_index, skips, len(docs.texts) + len(docs.skips), new_docs
-        )
+        return Window(docs, chunks, doc_index, skips, len(docs.texts) + len(docs.skips), new_docs)
 
     def _chunk(self, texts: list[str]) -> tuple[list[list[Chunk]], list[tuple[bytes, bytes]]]:
         """Chunks per text: from document records where known, else by tokenizing."""

@@ -64,9 +64,7 @@ def check_vectors(rows: Any, n: int, dim: int) -> np.ndarray:
     for row in rows:
         if not isinstance(row, list) or len(row) != dim:
             got = len(row) if isinstance(row, list) else type(row).__name__
-            raise _transient(
-                f"bad response: a vector has dimension {got}, expected {dim}"
-            )
+            raise _transient(f"bad response: a vector has dimension {got}, expected {dim}")
     try:
         mat = np.asarray(rows, dtype=np.float32).reshape(n, dim)
     except (TypeError, ValueError):
