@@ -253,7 +253,8 @@ def test_ctrl_c_keeps_a_partial_file_loses_nothing_and_a_rerun_finishes(
     output = out_dir / "embeddings.parquet"
     proc = _start(c, tmp_path, cache_dir, output)
     deadline = time.monotonic() + 90
-    while _committed(cache_dir) < total // 2:
+    # a quarter in: the rest takes long enough that a loaded machine still interrupts mid-run
+    while _committed(cache_dir) < total // 4:
         assert proc.poll() is None and time.monotonic() < deadline
         time.sleep(0.005)
     proc.send_signal(signal.SIGINT)
