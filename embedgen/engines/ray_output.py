@@ -293,17 +293,11 @@ class Sink:
                 cache.record_run(c.cached, c.computed, fingerprint_id(self.info.fingerprint))
             finally:
                 cache.close()
-        return RunSummary(
+        return RunSummary.of(
+            c,
             output=self.spec.output,
-            documents=c.documents,
-            chunks=c.chunks,
-            tokens=c.tokens,
-            skipped=c.skipped,
-            cached=c.cached,
-            computed=c.computed,
-            skipped_path=self.skipped_path if c.skipped else None,
-            model=self.info.model,
-            dim=self.info.dim,
+            skipped_path=self.skipped_path,
+            info=self.info,
             provider_stats=stats,
             mixed_models="model" in self.rows.extra_columns,
         )

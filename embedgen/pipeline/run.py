@@ -261,18 +261,12 @@ class LocalRun:
             self.cache.record_run(c.cached, c.computed, self.fp_id)
         if not c.skipped and self.skipped_path.exists():
             self.skipped_path.unlink()
-        return RunSummary(
+        return RunSummary.of(
+            c,
             output=self.spec.output,
-            documents=c.documents,
-            chunks=c.chunks,
-            tokens=c.tokens,
-            skipped=c.skipped,
-            cached=c.cached,
-            computed=c.computed,
+            skipped_path=self.skipped_path,
+            info=self.info,
             seconds=seconds,
-            skipped_path=self.skipped_path if c.skipped else None,
-            model=self.info.model,
-            dim=self.info.dim,
             provider_stats=dict(self.router.stats()),
             mixed_models="model" in self.columns,
         )

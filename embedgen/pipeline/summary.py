@@ -26,6 +26,35 @@ class RunSummary:
     budget_lines: list[str] = field(default_factory=list)
     """What the run spent, per provider (when any provider has a price)."""
 
+    @classmethod
+    def of(
+        cls,
+        c: Any,
+        *,
+        output: Path,
+        skipped_path: Path,
+        info: Any,
+        seconds: float = 0.0,
+        provider_stats: dict[str, Any] | None = None,
+        mixed_models: bool = False,
+    ) -> RunSummary:
+        """The summary of a run from its counters and its chain's metadata (any engine)."""
+        return cls(
+            output=output,
+            documents=c.documents,
+            chunks=c.chunks,
+            tokens=c.tokens,
+            skipped=c.skipped,
+            cached=c.cached,
+            computed=c.computed,
+            seconds=seconds,
+            skipped_path=skipped_path if c.skipped else None,
+            model=info.model,
+            dim=info.dim,
+            provider_stats=provider_stats or {},
+            mixed_models=mixed_models,
+        )
+
     @property
     def chunks_per_s(self) -> float:
         return self.chunks / self.seconds if self.seconds > 0 else 0.0
