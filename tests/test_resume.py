@@ -48,7 +48,10 @@ DOCS = SHORT_DOCS + LONG_DOCS
 _SUMMARY = re.compile(r"chunks:\s+([\d,]+) \(([\d,]+) cached, ([\d,]+) computed\)")
 
 _PROBE = """
-import os, sys
+import os, signal, sys
+# as from a terminal: Ctrl-C interrupts (a shell that started the tests in the background
+# leaves SIGINT ignored, and a child would inherit that)
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from embedgen.providers import onnx
 fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 embed_batch = onnx.OnnxProvider.embed_batch
