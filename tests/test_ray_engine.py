@@ -18,7 +18,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from embedgen.engines import embed  # noqa: E402
+from embedgen.engines import embed_corpus as embed  # noqa: E402
 
 ROW_COLUMNS = ["id", "chunk", "char_start", "char_end", "tokens", "text"]
 

@@ -159,9 +159,9 @@ def _embed_and_report(
     options: dict[str, Any],
 ) -> None:
     from embedgen.cli.output import stderr
-    from embedgen.engines import embed
+    from embedgen.engines import embed_corpus
 
-    summary = embed(input, output, config=cfg, model=model, quiet=quiet, **options)
+    summary = embed_corpus(input, output, config=cfg, model=model, quiet=quiet, **options)
     if not quiet:
         for line in summary.lines():
             stderr.print(line, highlight=False, markup=False)

@@ -18,10 +18,10 @@ if TYPE_CHECKING:
     from embedgen.pipeline.run import RunSummary
 
 ENGINE_OPTIONS = ("engine", "ray_address", "workers", "cpus_per_worker", "gpus_per_worker")
-"""Keyword arguments of :func:`embed` that choose the engine (the rest configure the run)."""
+"""Keyword arguments of :func:`embed_corpus` that choose the engine (the rest configure the run)."""
 
 
-def embed(
+def embed_corpus(
     input: str | Path,
     output: str | Path | None = None,
     *,
@@ -36,10 +36,14 @@ def embed(
     gpus_per_worker: float | None = None,
     **options: Any,
 ) -> RunSummary:
-    """Embed ``input`` into ``output`` on the chosen engine (see ``embed_corpus``).
+    """Embed every document of ``input`` into the Parquet file ``output``.
 
-    ``output`` ending in ``/`` (or an existing directory) asks the Ray engine for a
-    Parquet dataset of shards instead of one file.
+    ``options`` are ``[run]`` or ``[model]`` config keys (``batch_size``, ``max_tokens``,
+    ``device``, ``threads``...), overriding ``config``; an unknown key is a ConfigError.
+    The engine is ``engine`` / the ``[engine]`` table (``local`` by default); ``output``
+    ending in ``/`` (or an existing directory) asks the Ray engine for a Parquet dataset of
+    shards instead of one file. Skipped documents are counted in the summary and listed
+    beside the output.
     """
     from embedgen.pipeline.progress import Progress
     from embedgen.pipeline.spec import RunSpec
@@ -82,4 +86,4 @@ def run_spec(spec: Any, mode: str, opts: EngineOptions, *, dataset: bool = False
     return run_local(spec, mode)
 
 
-__all__ = ["ENGINE_OPTIONS", "EngineOptions", "embed", "run_spec"]
+__all__ = ["ENGINE_OPTIONS", "EngineOptions", "embed_corpus", "run_spec"]

@@ -8,8 +8,9 @@
 Reading and chunking run in a producer thread, one document batch ahead, while the
 main thread looks up, embeds, stores and writes. Mostly cached windows are held until
 enough misses accumulate, so an incremental run batches its few misses as fully as a
-cold run. :func:`embed_corpus` opens what a run holds (output lock, router, budget,
-cache) and closes it, whatever happens.
+cold run. :func:`run_local` opens what a run holds (output lock, router, budget, cache)
+and closes it, whatever happens; :func:`embedgen.embed_corpus` resolves a run and picks
+the engine.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from embedgen.batch.pack import Item
-from embedgen.config import Config, RunConfig
+from embedgen.config import RunConfig
 from embedgen.errors import BudgetExceeded, EmbedgenError
 from embedgen.pipeline.lookup import Held, Lookup
 from embedgen.pipeline.progress import Counters, Progress
@@ -38,27 +39,6 @@ from embedgen.pipeline.write import OutputWriter, open_writer, window_columns
 from embedgen.router import Router
 
 log = logging.getLogger("embedgen")
-
-
-def embed_corpus(
-    input: str | Path,
-    output: str | Path | None = None,
-    *,
-    config: Config | str | Path | None = None,
-    model: str | None = None,
-    quiet: bool = False,
-    progress: str | None = None,
-    **options: Any,
-) -> RunSummary:
-    """Embed every document of ``input`` into the Parquet file ``output``.
-
-    ``options`` are ``[run]`` or ``[model]`` config keys (``batch_size``,
-    ``max_tokens``, ``device``, ``threads``...), overriding ``config``; an unknown key is
-    a ConfigError. Skipped documents are counted in the summary and listed beside the
-    output.
-    """
-    spec = RunSpec.resolve(input, output, config=config, model=model, options=options)
-    return run_local(spec, progress or Progress.choose_mode(quiet))
 
 
 def run_local(spec: RunSpec, mode: str) -> RunSummary:
@@ -76,7 +56,7 @@ def run_local(spec: RunSpec, mode: str) -> RunSummary:
         try:
             budget = RunBudget.open(cfg, [m.info for m in members])
             router = Router(
-                members, allow_mixed_models=cfg.run.allow_mixed_models, spend=budget.spend
+                members, allow_mixed_models=cfg.run.allow_mixed_models, spend=budget.budget
             )
             cache = open_cache(cfg.run)
             try:

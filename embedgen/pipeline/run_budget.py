@@ -1,9 +1,9 @@
-"""The budget of one ``embed_corpus`` run: what ``pipeline/run.py`` calls.
+"""The budget of one run: what ``pipeline/run.py`` calls.
 
 ::
 
     budget = RunBudget.open(cfg, members)       # a Budget when any member has a price
-    router = Router(members, spend=budget.spend)
+    router = Router(members, spend=budget.budget)
     try:
         summary = LocalRun(...).execute()
     except BudgetExceeded as exc:
@@ -41,10 +41,6 @@ class RunBudget:
         self.cfg = cfg
         self.budget = budget
         self._closed = False
-
-    @property
-    def spend(self) -> Budget | None:
-        return self.budget
 
     @classmethod
     def open(cls, cfg: Config, infos: list[ProviderInfo]) -> RunBudget:
