@@ -29,11 +29,13 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import numpy as np
+
+from tests.loopback import LoopbackServer, Server
 
 FAULTS = (
     "429",
@@ -176,7 +178,7 @@ class ServerState:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: _Server
+    server: Server
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass
@@ -346,13 +348,7 @@ class _Handler(BaseHTTPRequestHandler):
         return {"object": "list", "data": data, "model": st.model, "usage": {usage_key: tokens}}
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    state: ServerState
-
-
-class ApiServer:
+class ApiServer(LoopbackServer):
     """A loopback server for one protocol; use as a context manager."""
 
     def __init__(
@@ -368,24 +364,10 @@ class ApiServer:
         if count_tokens is None:
             count_tokens = _default_counter(protocol)
         self.state = ServerState(protocol, key, dim, model, count_tokens, **options)
-        self._httpd = _Server(("127.0.0.1", 0), _Handler)
-        self._httpd.state = self.state
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
-
-    @property
-    def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        super().__init__(self.state, _Handler)
 
     def __enter__(self) -> ApiServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        return super().__enter__()  # type: ignore[no-any-return]
 
     # Helpers for tests -----------------------------------------------------------------
     def fail_next(self, *faults: str) -> None:

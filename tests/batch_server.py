@@ -26,11 +26,12 @@ import time
 from collections import Counter
 from email.parser import BytesParser
 from email.policy import HTTP
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from tests.api_servers import _default_counter, vector_for
+from tests.loopback import LoopbackServer, Server
 
 KEY = "sk-batch-test-0123456789abcdef"
 
@@ -75,7 +76,7 @@ class BatchState:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: _Server
+    server: Server
     protocol_version = "HTTP/1.1"
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -336,13 +337,7 @@ def _public(b: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in b.items() if not k.startswith("_")}
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    state: BatchState
-
-
-class BatchServer:
+class BatchServer(LoopbackServer):
     """The loopback batch server; use as a context manager."""
 
     def __init__(
@@ -355,24 +350,10 @@ class BatchServer:
         **options: Any,
     ) -> None:
         self.state = BatchState(protocol, key, dim, model, **options)
-        self._httpd = _Server(("127.0.0.1", 0), _Handler)
-        self._httpd.state = self.state
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
-
-    @property
-    def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        super().__init__(self.state, _Handler)
 
     def __enter__(self) -> BatchServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        return super().__enter__()  # type: ignore[no-any-return]
 
     @property
     def calls(self) -> Counter[str]:
