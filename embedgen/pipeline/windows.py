@@ -124,12 +124,14 @@ class Windows:
         if self.index is None:
             return self.chunker.chunk(texts), []
         keys, spans = self.index.known(texts)
-        per_doc: list[list[Chunk] | None] = [
-            self.index.chunks(j, t, sp) if sp is not None else None
-            for j, (t, sp) in enumerate(zip(texts, spans))
-        ]
-        todo = [j for j, got in enumerate(per_doc) if got is None]
+        per_doc: list[list[Chunk]] = []
+        todo: list[int] = []  # texts without a usable record: tokenized as usual
+        for j, (text, sp) in enumerate(zip(texts, spans)):
+            known = self.index.chunks(j, text, sp) if sp is not None else None
+            if known is None:
+                todo.append(j)
+            per_doc.append(known or [])
         for j, fresh in zip(todo, self.chunker.chunk([texts[j] for j in todo])):
             per_doc[j] = fresh
-        new_docs = [(keys[j], self.index.record(per_doc[j])) for j in todo if per_doc[j]]  # type: ignore[arg-type]
-        return per_doc, new_docs  # type: ignore[return-value]
+        new_docs = [(keys[j], self.index.record(per_doc[j])) for j in todo if per_doc[j]]
+        return per_doc, new_docs
