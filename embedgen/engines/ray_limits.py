@@ -44,7 +44,7 @@ class RunLimits:
                 self._buckets[(name, "tokens")] = TokenBucket(tpm)
         self.budget = budget_factory() if budget_factory is not None else None
         """The run's RunBudget (pipeline/run_budget.py), or None."""
-        self.spend = self.budget.spend if self.budget is not None else None
+        self.spend = self.budget.budget if self.budget is not None else None
         self._reservations: dict[int, Any] = {}
         self._ids = itertools.count(1)
         self._stats: dict[str, dict[str, Any]] = {}
