@@ -160,3 +160,22 @@ def test_help_keeps_value_types_of_options_that_take_one() -> None:
     value_line = next(ln for ln in result.output.splitlines() if "--batch-size" in ln)
     assert "<" not in flag_line.split("Neither")[0]
     assert "<int>" in value_line
+
+
+# -- the command process skips the interpreter's teardown: what it wrote is complete -----
+
+
+def test_the_command_ends_with_its_exit_code_and_everything_it_wrote(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    (tmp_path / "c.jsonl").write_text('{"text": "one"}\n{"text": "two"}\n', encoding="utf-8")
+    done = _embedgen("run", "c.jsonl", "--log-file", "ok.log", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "chunks:" in done.stderr and "chunks:" in (tmp_path / "ok.log").read_text("utf-8")
+    assert pq.read_table(tmp_path / "c.embeddings.parquet").num_rows == 2
+    assert not list(tmp_path.glob(".*tmp*")) and not list(tmp_path.glob("*.lock"))
+    failed = _embedgen("run", "missing.parquet", "--log-file", "bad.log", cwd=tmp_path)
+    assert failed.returncode == 2
+    assert "input not found" in (tmp_path / "bad.log").read_text("utf-8")
+    listed = _embedgen("models", cwd=tmp_path)
+    assert listed.returncode == 0 and listed.stdout.endswith("\n") and len(listed.stdout) > 100

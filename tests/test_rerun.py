@@ -133,3 +133,63 @@ def test_a_plain_model_file_is_hashed_once_until_it_changes(
         f.write(b"more")
     assert local.identity_sha256(model) == hashlib.sha256(model.read_bytes()).hexdigest()
     assert len(calls) == 2
+
+
+def test_a_text_new_in_several_held_windows_is_embedded_once(tmp_path: Path) -> None:
+    texts = [f"document {i} is about topic {i % 7}" for i in range(64)]
+    opts = {"quiet": True, "id_column": "id", "sort_window": 8, "model": ORIGINAL}
+    embedgen.embed_corpus(
+        _corpus(tmp_path / "a.parquet", texts), tmp_path / "a.out.parquet", **opts
+    )
+    changed = list(texts)
+    for i in (1, 9, 17, 25):  # one miss in each of four windows: they are held together
+        changed[i] = "the same new sentence in four documents"
+    src = _corpus(tmp_path / "b.parquet", changed)
+    summary = embedgen.embed_corpus(src, tmp_path / "b.out.parquet", **opts)
+    assert (summary.computed, summary.cached, summary.chunks) == (1, 63, 64)
+    _, vecs = _rows(tmp_path / "b.out.parquet")
+    for i in (9, 17, 25):
+        assert np.array_equal(vecs[i], vecs[1])
+
+
+def test_the_model_loads_in_the_background_once_a_miss_is_likely(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from embedgen.providers.onnx import OnnxProvider
+
+    loads: list[str] = []
+    original = OnnxProvider._load
+
+    def recording(self: OnnxProvider) -> None:
+        import threading
+
+        loads.append(threading.current_thread().name)
+        original(self)
+
+    monkeypatch.setattr(OnnxProvider, "_load", recording)
+    src = _corpus(tmp_path / "c.parquet", [f"sentence {i} on topic {i % 7}" for i in range(40)])
+    summary = embedgen.embed_corpus(src, tmp_path / "a.parquet", quiet=True, model=ORIGINAL)
+    assert summary.computed == summary.chunks == 40
+    assert loads == ["embedgen-load"]  # read and looked up while it loaded, loaded once
+
+
+def test_a_model_that_fails_to_load_in_the_background_fails_the_run_with_its_error(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / "model.onnx").write_bytes(b"not an onnx graph")
+    for name in ("tokenizer.json", "config.json"):
+        src = Path(embedgen.__file__).parent / "data" / "all-MiniLM-L6-v2" / name
+        if src.exists():
+            (folder / name).write_bytes(src.read_bytes())
+    (folder / "1_Pooling").mkdir()
+    (folder / "1_Pooling" / "config.json").write_text(
+        '{"word_embedding_dimension": 384, "pooling_mode_mean_tokens": true}'
+    )
+    src = _corpus(tmp_path / "c.parquet", _texts(5))
+    from embedgen.errors import ModelError
+
+    with pytest.raises(ModelError, match="cannot load ONNX model"):
+        embedgen.embed_corpus(src, tmp_path / "a.parquet", quiet=True, model=str(folder))
+    assert not (tmp_path / "a.parquet").exists()

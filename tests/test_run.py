@@ -315,3 +315,26 @@ def test_jsonl_with_a_utf8_bom(tmp_path: Path, name: str, on_error: str) -> None
     assert result.exit_code == 0, result.output
     assert pq.read_table(out).column("text").to_pylist() == TEXTS
     assert not (tmp_path / "out.skipped.jsonl").exists()
+
+
+def test_queued_writes_keep_their_order_and_raise_a_failure() -> None:
+    from embedgen.pipeline.write import QueuedWrites
+
+    done: list[int] = []
+
+    def write(i: int) -> None:
+        if i == 5:
+            raise OSError(28, "No space left on device")
+        done.append(i)
+
+    writes = QueuedWrites(write, max_pending=2)
+    for i in range(5):
+        writes.submit(i)
+    writes.drain()
+    assert done == [0, 1, 2, 3, 4]
+    with pytest.raises(OSError, match="No space"):  # from the next submit, or the drain
+        for i in range(5, 9):
+            writes.submit(i)
+        writes.drain()
+    writes.drain(check=False)
+    assert done[:5] == [0, 1, 2, 3, 4] and 5 not in done

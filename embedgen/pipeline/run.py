@@ -35,7 +35,7 @@ from embedgen.pipeline.spec import RunSpec, extra_columns
 from embedgen.pipeline.store import Store
 from embedgen.pipeline.summary import RunSummary
 from embedgen.pipeline.windows import Window, Windows, make_chunker, read_options
-from embedgen.pipeline.write import OutputWriter, open_writer, window_columns
+from embedgen.pipeline.write import OutputWriter, QueuedWrites, open_writer, window_columns
 from embedgen.router import Router
 
 log = logging.getLogger("embedgen")
@@ -91,6 +91,20 @@ def remove_stale_tmp(output: Path) -> None:
             log.warning(f"cannot remove stale temporary file {stale}")
 
 
+def _distinct(todo: list[int], keys: list[bytes]) -> tuple[list[int], list[tuple[int, int]]]:
+    """``todo`` without repeated keys, and (repeat, first) pairs for the rest."""
+    first: dict[bytes, int] = {}
+    distinct: list[int] = []
+    repeats: list[tuple[int, int]] = []
+    for i in todo:
+        j = first.setdefault(keys[i], i)
+        if j == i:
+            distinct.append(i)
+        else:
+            repeats.append((i, j))
+    return distinct, repeats
+
+
 def open_cache(run: RunConfig) -> Any:
     if not run.use_cache:
         return None
@@ -103,6 +117,9 @@ MIN_MISSES = 256
 """Windows are held until this many chunks (at most half a sort window) need embedding, or
 MAX_HELD_CHUNKS are held: a cold run never holds, a mostly cached one batches fully."""
 MAX_HELD_CHUNKS = 16384
+
+LOADING_HOLD = 4
+"""While the model still loads, windows are held until this many times MIN_MISSES."""
 
 
 class LocalRun:
@@ -150,6 +167,9 @@ class LocalRun:
         self.writer: OutputWriter | None = None
         self._held: list[Held] = []
         self._held_misses = 0
+        self._prepared = False
+        self._prepare_lock = threading.Lock()
+        self._writes = QueuedWrites(self._write)
         self._held_chunks = 0
 
     def misses(self) -> Iterator[Item]:
@@ -164,6 +184,8 @@ class LocalRun:
     def _produce(self, q: queue.Queue[Any], stop: threading.Event) -> None:
         try:
             for window in self.windows(list(self.spec.paths)):
+                if window.new_docs or self.index is None:
+                    self._prepare()  # new documents: their chunks are likely misses
                 while not stop.is_set():
                     try:
                         q.put(window, timeout=0.2)
@@ -205,12 +227,14 @@ class LocalRun:
                 self._process(window)
                 progress.update(self.counters)
             self._flush()
+            self._writes.drain()
             if self.writer is None:
                 self._open_writer(None)
             assert self.writer is not None
             self.writer.finish()
         except BaseException as exc:
             stop.set()
+            self._writes.drain(check=False)
             kept = self.writer.abort() if self.writer is not None else None
             self.store.close()
             if isinstance(exc, EmbedgenError):
@@ -268,12 +292,25 @@ class LocalRun:
         if self.writer is None:
             self._open_writer(w)
         held = self.lookup(w, self.counters)
+        if held.todo:
+            self._prepare()
         self._held.append(held)
         self._held_misses += len(held.todo)
         self._held_chunks += len(w.chunks)
         enough = min(MIN_MISSES, max(1, self.run.sort_window // 2))
+        if self._held_misses >= enough and not self.router.ready():
+            # while the model loads, looking up a few more windows beats waiting for it
+            enough *= LOADING_HOLD
         if self._held_misses >= enough or self._held_chunks >= MAX_HELD_CHUNKS:
             self._flush()
+
+    def _prepare(self) -> None:
+        """Have the model load in the background (once), as soon as a miss is likely."""
+        with self._prepare_lock:
+            if self._prepared:
+                return
+            self._prepared = True
+        self.router.prepare()
 
     def _flush(self) -> None:
         """Embed the misses of every held window together, then write them in order."""
@@ -284,7 +321,9 @@ class LocalRun:
         chunks = [c for h in held for c in h.window.chunks]
         keys = [k for h in held for k in h.keys]
         starts = np.cumsum([0] + [len(h.window.chunks) for h in held]).tolist()
-        todo = [start + i for h, start in zip(held, starts) for i in h.todo]
+        todo, repeats = _distinct(
+            [start + i for h, start in zip(held, starts) for i in h.todo], keys
+        )
         out = np.concatenate([h.out for h in held]) if len(held) > 1 else held[0].out
         extras = {n: [v for h in held for v in h.extras[n]] for n in self.columns}
         for done in self.embedder.embed(chunks, todo):
@@ -295,6 +334,11 @@ class LocalRun:
             self.counters.computed += len(done.rows)
             self.store.put([keys[i] for i in done.rows], done.vectors)
         self.store.wait()
+        for i, j in repeats:  # a text missing from two held windows is embedded once
+            out[i] = out[j]
+            for values in extras.values():
+                values[i] = values[j]
+        self.counters.cached += len(repeats)
         for h, start in zip(held, starts):
             end = start + len(h.window.chunks)
             vectors = out[start:end]
@@ -303,7 +347,7 @@ class LocalRun:
                 vectors[i] = vectors[j]
                 for values in window_extras.values():
                     values[i] = values[j]
-            self._write(h.window, vectors, window_extras)
+            self._writes.submit(h.window, vectors, window_extras)  # written while the next embeds
             if self.index is not None and h.window.new_docs:
                 self.index.put(h.window.new_docs)  # after its vectors are committed
             c = self.counters

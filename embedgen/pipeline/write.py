@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +130,45 @@ class OutputWriter:
         partial = partial_path(self.path)
         replace_durably(self.tmp, partial)
         return partial
+
+
+class QueuedWrites:
+    """Calls ``write`` on one background thread, in the order submitted.
+
+    The run embeds the next windows while earlier ones are encoded and written. At most
+    ``max_pending`` calls wait at a time (bounding memory); a failed write raises its error
+    from the next :meth:`submit` or from :meth:`drain`.
+    """
+
+    def __init__(self, write: Callable[..., None], max_pending: int = 8) -> None:
+        self._write = write
+        self._max_pending = max_pending
+        self._pending: list[Future[None]] = []
+        self._pool: ThreadPoolExecutor | None = None
+
+    def submit(self, *args: Any) -> None:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="embedgen-write")
+        pending = []
+        for f in self._pending:
+            if f.done():
+                f.result()
+            else:
+                pending.append(f)
+        if len(pending) >= self._max_pending:
+            pending.pop(0).result()
+        pending.append(self._pool.submit(self._write, *args))
+        self._pending = pending
+
+    def drain(self, *, check: bool = True) -> None:
+        """Wait for every queued write; raise the first failure when ``check``."""
+        pending, self._pending = self._pending, []
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        if check:
+            for f in pending:
+                f.result()
 
 
 def partial_path(path: Path) -> Path:

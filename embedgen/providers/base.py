@@ -108,5 +108,12 @@ class Provider(abc.ABC):
     def tokenizer(self) -> TextTokenizer:
         """The tokenizer whose tokens count against this provider's limits."""
 
+    def prepare(self) -> None:  # noqa: B027 - optional hook
+        """Start loading what the first batch will need (a model session), in the background."""
+
+    def ready(self) -> bool:
+        """False while :meth:`prepare` is still loading; a batch sent now would wait for it."""
+        return True
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release sessions, connections."""

@@ -8,6 +8,7 @@ default; ``dimensions`` truncates (Matryoshka) and renormalises.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from typing import TYPE_CHECKING, Any
@@ -110,6 +111,8 @@ class OnnxProvider(Provider):
         self._warmup = (cfg.warmup_batches, batch_size)
         self._session_obj: Any = None
         self._load_lock = threading.Lock()
+        self._preload: threading.Thread | None = None
+        self._prepare_lock = threading.Lock()
         self.normalize = cfg.normalize and spec.normalize
         self.dimensions = dimensions
         prefix = cfg.prefix if cfg.prefix is not None else spec.document_prefix
@@ -164,6 +167,32 @@ class OnnxProvider(Provider):
                 if self._session_obj is None:
                     self._load()
         return self._session_obj
+
+    def prepare(self) -> None:
+        """Load the session in a background thread, while the run reads and looks up.
+
+        A load that fails there is left to fail again, with its error, in the batch that
+        needs the session.
+        """
+        with self._prepare_lock:
+            if self._session_obj is not None or self._preload is not None:
+                return
+            self._preload = threading.Thread(target=self._load_quietly, daemon=True,
+                                             name="embedgen-load")  # fmt: skip
+        self._preload.start()
+
+    def _load_quietly(self) -> None:
+        # a failure is raised again, with its error, where a batch needs the session
+        with contextlib.suppress(Exception):
+            _ = self.session
+
+    def ready(self) -> bool:
+        preload = self._preload
+        return self._session_obj is not None or preload is None or not preload.is_alive()
+
+    def close(self) -> None:
+        if self._preload is not None:
+            self._preload.join()  # no session is half-built while the interpreter exits
 
     def _load(self) -> None:
         import onnxruntime as ort

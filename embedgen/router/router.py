@@ -81,6 +81,14 @@ class Router:
         """Per API member: requests, retries, failures, breaker openings, tokens, seconds."""
         return {m.info.name: m.stats() for m in self.members if m.reliable}
 
+    def prepare(self) -> None:
+        """Let the first member, which takes the batches while it is healthy, get ready."""
+        self.members[0].provider.prepare()
+
+    def ready(self) -> bool:
+        """False while the first member is still getting ready (see :meth:`prepare`)."""
+        return self.members[0].provider.ready()
+
     def close(self) -> None:
         for m in self.members:
             m.close()
