@@ -292,7 +292,11 @@ def extra_sections(args: argparse.Namespace) -> None:
         import bench_cache
 
         print("\n== cache (same input)")
-        print(bench_cache.report(bench_cache.measure(args.input, args.limit, args.model)))
+        print(
+            bench_cache.report(
+                bench_cache.measure(args.input, args.limit, args.model, repeat=max(args.repeat, 3))
+            )
+        )
     if args.fp32:
         import bench_variants
 
