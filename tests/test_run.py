@@ -338,3 +338,30 @@ def test_queued_writes_keep_their_order_and_raise_a_failure() -> None:
         writes.drain()
     writes.drain(check=False)
     assert done[:5] == [0, 1, 2, 3, 4] and 5 not in done
+
+
+def test_arrow_columns_built_from_buffers_equal_pa_array() -> None:
+    import numpy as np
+    import pyarrow as pa
+
+    from embedgen.pipeline.write import arrow_array, id_arrow_type
+
+    cases = [
+        ([3, 1, 2], pa.int32()),
+        ([2**40, -5], pa.int64()),
+        (["a", "", "é – 中文", "x" * 300], pa.string()),
+        ([], pa.string()),
+        (np.array([0.5, -1.25], dtype=np.float32), pa.float32()),
+        (np.array([0.5, 2.0], dtype=np.float16), pa.float16()),
+        ([1, None], pa.int64()),  # nulls: pa.array's own path
+        (["a", None], pa.string()),
+    ]
+    for values, arrow_type in cases:
+        built = arrow_array(values, arrow_type)
+        assert built.equals(pa.array(values, type=arrow_type)), (values, arrow_type)
+    with pytest.raises((pa.ArrowInvalid, pa.ArrowTypeError)):
+        arrow_array([1, "b"], pa.int64())  # mixed types: pa.array's error
+    with pytest.raises(pa.ArrowTypeError):
+        arrow_array([True, 2], pa.int64())  # a bool is not taken for an int on the way
+    assert id_arrow_type([1, 2]) == pa.int64() and id_arrow_type(["a"]) == pa.string()
+    assert id_arrow_type([1.5, 2.0]) == pa.float64() and id_arrow_type([True]) == pa.bool_()

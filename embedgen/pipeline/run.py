@@ -119,7 +119,8 @@ MAX_HELD_CHUNKS are held: a cold run never holds, a mostly cached one batches fu
 MAX_HELD_CHUNKS = 16384
 
 LOADING_HOLD = 4
-"""While the model still loads, windows are held until this many times MIN_MISSES."""
+"""While the model still loads, mostly cached windows are held until this many times
+MIN_MISSES (a cold run's windows are written one by one, as soon as they can be)."""
 
 
 class LocalRun:
@@ -298,7 +299,8 @@ class LocalRun:
         self._held_misses += len(held.todo)
         self._held_chunks += len(w.chunks)
         enough = min(MIN_MISSES, max(1, self.run.sort_window // 2))
-        if self._held_misses >= enough and not self.router.ready():
+        mostly_cached = self._held_misses * 2 < self._held_chunks
+        if mostly_cached and self._held_misses >= enough and not self.router.ready():
             # while the model loads, looking up a few more windows beats waiting for it
             enough *= LOADING_HOLD
         if self._held_misses >= enough or self._held_chunks >= MAX_HELD_CHUNKS:
