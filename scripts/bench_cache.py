@@ -8,9 +8,9 @@ model, with one fresh cache directory (``--in-process`` times ``embed_corpus`` i
 - ``cached``: the same corpus again, every chunk from the cache;
 - ``incremental``: 5% of the documents changed (a sentence appended), only those computed.
 
-With ``--repeat N`` (default 3) the three runs are taken in N rounds, each round's cached
-and incremental runs right after its cold run and from a copy of its cache; the medians
-count, and each ratio is the median of the rounds' own ratios. A run on a shared 2-core
+With ``--repeat N`` (default 3) the runs are taken in N rounds: a cold run, then three
+cached and three incremental runs, each from a copy of its cache (a round counts their
+median). Each ratio is the median of the rounds' own ratios. A run on a shared 2-core
 machine swings by 10-20% with what else the host runs, over tens of seconds.
 
 Whole processes run on compiled bytecode, as a ``pip install`` leaves it: the package is
@@ -147,8 +147,11 @@ def measure(
         for _ in range(repeat):
             shutil.rmtree(work / "cache", ignore_errors=True)
             colds.append(_timed(base, work / "cold.parquet", work / "cache", model, in_process))
-            cacheds.append(from_cold(base, work / "cached.parquet"))
-            incrementals.append(from_cold(changed, work / "incr.parquet"))
+            # the short runs three times a round: one of a few seconds is easily caught out
+            cacheds.append(_median([from_cold(base, work / "cached.parquet") for _ in range(3)]))
+            incrementals.append(
+                _median([from_cold(changed, work / "incr.parquet") for _ in range(3)])
+            )
         _timed(changed, work / "fresh.parquet", work / "cache2", model, in_process)  # the reference
         equal = _same_rows(work / "cold.parquet", work / "cached.parquet") and _same_rows(
             work / "incr.parquet", work / "fresh.parquet"
