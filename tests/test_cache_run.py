@@ -363,3 +363,29 @@ def test_a_full_cache_disk_stops_the_run_keeping_finished_rows(tmp_path: Path) -
     rows = len(kept_cols["id"])
     assert kept_cols == {k: v[:rows] for k, v in ref_cols.items()}
     assert max_diff(kept_vecs, ref_vecs[:rows]) <= 1e-6
+
+
+def test_a_full_output_disk_is_one_line_and_keeps_the_embedded_chunks(tmp_path: Path) -> None:
+    """Rows are written on a writer thread: its failure still stops the run, said once."""
+    n = 400
+    src = write_corpus(tmp_path / "c.parquet", [f"d{i}" for i in range(n)], sentences(n, seed=9))
+    config = _config(tmp_path, "small", "[run]\nsort_window = 32\n")
+    target = tmp_path / "full"
+    mount_tmpfs(target, "size=128k")  # room for about 80 rows of 1.5 KiB vectors
+    try:
+        out = target / "out.parquet"
+        cache = tmp_path / "cache"
+        args = ["run", str(src), "-o", str(out), "--config", str(config), "--id-column", "doc",
+                "--cache-dir", str(cache), *EXACT]  # fmt: skip
+        result = runner.invoke(app, args)
+        assert result.exit_code == 1, result.output
+        line = _one_line_error(result.output)
+        assert f"disk full while writing {out}" in " ".join(line.split()), line
+        assert "embedded chunks are in the cache" in line
+        assert not out.exists() and not list(target.glob(".*tmp*"))
+    finally:
+        subprocess.run(["umount", str(target)], check=True)
+    again = runner.invoke(app, [*args[:3], str(tmp_path / "out.parquet"), *args[4:]])
+    assert again.exit_code == 0, again.output
+    cached = int(re.search(r"\(([\d,]+) cached", again.output).group(1).replace(",", ""))
+    assert cached > 0  # what the failed run embedded was not paid for twice
