@@ -168,8 +168,6 @@ class LocalRun:
         self.writer: OutputWriter | None = None
         self._held: list[Held] = []
         self._held_misses = 0
-        self._prepared = False
-        self._prepare_lock = threading.Lock()
         self._writes = QueuedWrites(self._write)
         self._held_chunks = 0
 
@@ -186,7 +184,7 @@ class LocalRun:
         try:
             for window in self.windows(list(self.spec.paths)):
                 if window.new_docs or self.index is None:
-                    self._prepare()  # new documents: their chunks are likely misses
+                    self.router.prepare()  # new documents: their chunks are likely misses
                 while not stop.is_set():
                     try:
                         q.put(window, timeout=0.2)
@@ -294,7 +292,7 @@ class LocalRun:
             self._open_writer(w)
         held = self.lookup(w, self.counters)
         if held.todo:
-            self._prepare()
+            self.router.prepare()
         self._held.append(held)
         self._held_misses += len(held.todo)
         self._held_chunks += len(w.chunks)
@@ -305,14 +303,6 @@ class LocalRun:
             enough *= LOADING_HOLD
         if self._held_misses >= enough or self._held_chunks >= MAX_HELD_CHUNKS:
             self._flush()
-
-    def _prepare(self) -> None:
-        """Have the model load in the background (once), as soon as a miss is likely."""
-        with self._prepare_lock:
-            if self._prepared:
-                return
-            self._prepared = True
-        self.router.prepare()
 
     def _flush(self) -> None:
         """Embed the misses of every held window together, then write them in order."""

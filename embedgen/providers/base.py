@@ -109,7 +109,10 @@ class Provider(abc.ABC):
         """The tokenizer whose tokens count against this provider's limits."""
 
     def prepare(self) -> None:  # noqa: B027 - optional hook
-        """Start loading what the first batch will need (a model session), in the background."""
+        """Start loading what the first batch will need (a model session), in the background.
+
+        Called whenever a miss is likely, so it must be cheap and do nothing when repeated.
+        """
 
     def ready(self) -> bool:
         """False while :meth:`prepare` is still loading; a batch sent now would wait for it."""
