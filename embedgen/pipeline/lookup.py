@@ -68,15 +68,27 @@ class Lookup:
             return held
         held.keys = self.keys([c.text for c in chunks])
         hits = self.hits(held.keys)
-        first: dict[bytes, int] = {}
-        for i, key in enumerate(held.keys):
+        missing: list[int] = []
+        for i in range(len(chunks)):
             if hits is not None and hits[i] is not None:
                 out[i] = hits[i]
                 counters.cached += 1
-            elif key in first:
-                held.copies.append((i, first[key]))
             else:
-                first[key] = i
-                held.todo.append(i)
+                missing.append(i)
+        held.todo, held.copies = distinct(missing, held.keys)
         counters.cached += len(held.copies)
         return held
+
+
+def distinct(rows: list[int], keys: list[bytes]) -> tuple[list[int], list[tuple[int, int]]]:
+    """``rows`` without repeated keys, and (repeat, first row with its key) for the rest."""
+    first: dict[bytes, int] = {}
+    todo: list[int] = []
+    repeats: list[tuple[int, int]] = []
+    for i in rows:
+        j = first.setdefault(keys[i], i)
+        if j == i:
+            todo.append(i)
+        else:
+            repeats.append((i, j))
+    return todo, repeats

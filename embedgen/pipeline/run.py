@@ -28,7 +28,7 @@ import numpy as np
 from embedgen.batch.pack import Item
 from embedgen.config import RunConfig
 from embedgen.errors import BudgetExceeded, EmbedgenError
-from embedgen.pipeline.lookup import Held, Lookup
+from embedgen.pipeline.lookup import Held, Lookup, distinct
 from embedgen.pipeline.progress import Counters, Progress
 from embedgen.pipeline.read import Skip, count_rows
 from embedgen.pipeline.spec import RunSpec, extra_columns
@@ -89,20 +89,6 @@ def remove_stale_tmp(output: Path) -> None:
             stale.unlink()
         except OSError:
             log.warning(f"cannot remove stale temporary file {stale}")
-
-
-def _distinct(todo: list[int], keys: list[bytes]) -> tuple[list[int], list[tuple[int, int]]]:
-    """``todo`` without repeated keys, and (repeat, first) pairs for the rest."""
-    first: dict[bytes, int] = {}
-    distinct: list[int] = []
-    repeats: list[tuple[int, int]] = []
-    for i in todo:
-        j = first.setdefault(keys[i], i)
-        if j == i:
-            distinct.append(i)
-        else:
-            repeats.append((i, j))
-    return distinct, repeats
 
 
 def open_cache(run: RunConfig) -> Any:
@@ -313,7 +299,7 @@ class LocalRun:
         chunks = [c for h in held for c in h.window.chunks]
         keys = [k for h in held for k in h.keys]
         starts = np.cumsum([0] + [len(h.window.chunks) for h in held]).tolist()
-        todo, repeats = _distinct(
+        todo, repeats = distinct(
             [start + i for h, start in zip(held, starts) for i in h.todo], keys
         )
         out = np.concatenate([h.out for h in held]) if len(held) > 1 else held[0].out
