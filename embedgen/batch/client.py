@@ -22,7 +22,12 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from embedgen.errors import ConfigError, FatalProviderError, ProviderError
-from embedgen.providers.http_base import RETRYABLE_STATUS, TransientProviderError, api_message
+from embedgen.providers.http_base import (
+    RETRYABLE_STATUS,
+    TransientProviderError,
+    api_message,
+    status_hint,
+)
 from embedgen.redact import Secret, redact
 
 if TYPE_CHECKING:
@@ -249,11 +254,7 @@ class BatchClient:
                 raise TransientProviderError(
                     msg, retry_after=parse_retry_after(resp.headers), status=status
                 )
-            hint = {
-                401: f" (check the key in ${self.cfg.api_key_env})",
-                403: f" (check the key in ${self.cfg.api_key_env} and its permissions)",
-                404: " (check base_url, deployment and api_version)",
-            }.get(status, "")
+            hint = status_hint(status, self.cfg.api_key_env, "base_url, deployment and api_version")
             raise FatalProviderError(redact(msg + hint))
         if raw:
             return resp.content

@@ -34,6 +34,15 @@ def _transient(message: str, **kw: Any) -> TransientProviderError:
     return TransientProviderError(redact(message), **kw)
 
 
+def status_hint(status: int, key_env: str | None, endpoint: str) -> str:
+    """What to check after a refused request: the key (401, 403) or the ``endpoint`` (404)."""
+    return {
+        401: f" (check the key in ${key_env})",
+        403: f" (check the key in ${key_env} and its permissions)",
+        404: f" (check {endpoint})",
+    }.get(status, "")
+
+
 def api_message(body: bytes, limit: int = 300) -> str:
     """The error text an API put in its body (OpenAI, Azure, Voyage, Cohere, Mistral)."""
     text = body.decode("utf-8", "replace")
@@ -197,11 +206,7 @@ class HttpProvider(Provider, abc.ABC):
                     status=status,
                     rate_limits=rl,
                 )
-            hint = {
-                401: f" (check the key in ${self.cfg.api_key_env})",
-                403: f" (check the key in ${self.cfg.api_key_env} and its permissions)",
-                404: " (check base_url, model and deployment)",
-            }.get(status, "")
+            hint = status_hint(status, self.cfg.api_key_env, "base_url, model and deployment")
             raise FatalProviderError(redact(msg + hint))
         try:
             data = resp.json()
