@@ -193,3 +193,22 @@ def test_a_model_that_fails_to_load_in_the_background_fails_the_run_with_its_err
     with pytest.raises(ModelError, match="cannot load ONNX model"):
         embedgen.embed_corpus(src, tmp_path / "a.parquet", quiet=True, model=str(folder))
     assert not (tmp_path / "a.parquet").exists()
+
+
+def test_a_repeat_within_a_window_of_a_text_repeated_across_windows_gets_its_vector(
+    tmp_path: Path,
+) -> None:
+    texts = [f"document {i} is about topic {i % 7}" for i in range(64)]
+    opts = {"quiet": True, "id_column": "id", "sort_window": 8, "model": ORIGINAL}
+    embedgen.embed_corpus(
+        _corpus(tmp_path / "a.parquet", texts), tmp_path / "a.out.parquet", **opts
+    )
+    changed = list(texts)
+    for i in (1, 9, 10):  # once in the first window, twice in the second
+        changed[i] = "a sentence new in two windows"
+    summary = embedgen.embed_corpus(
+        _corpus(tmp_path / "b.parquet", changed), tmp_path / "b.out.parquet", **opts
+    )
+    assert summary.computed == 1
+    _, vecs = _rows(tmp_path / "b.out.parquet")
+    assert np.array_equal(vecs[9], vecs[1]) and np.array_equal(vecs[10], vecs[1])

@@ -312,20 +312,18 @@ class LocalRun:
             self.counters.computed += len(done.rows)
             self.store.put([keys[i] for i in done.rows], done.vectors)
         self.store.wait()
-        for i, j in repeats:  # a text missing from two held windows is embedded once
+        self.counters.cached += len(repeats)  # a text missing from two held windows: once
+        # repeats first: a window's first copy of a text may itself repeat an earlier window's
+        copies = repeats + [(s + i, s + j) for h, s in zip(held, starts) for i, j in h.copies]
+        for i, j in copies:
             out[i] = out[j]
             for values in extras.values():
                 values[i] = values[j]
-        self.counters.cached += len(repeats)
         for h, start in zip(held, starts):
             end = start + len(h.window.chunks)
-            vectors = out[start:end]
             window_extras = {n: values[start:end] for n, values in extras.items()}
-            for i, j in h.copies:
-                vectors[i] = vectors[j]
-                for values in window_extras.values():
-                    values[i] = values[j]
-            self._writes.submit(h.window, vectors, window_extras)  # written while the next embeds
+            # written on the writer thread while the next misses embed
+            self._writes.submit(h.window, out[start:end], window_extras)
             if self.index is not None and h.window.new_docs:
                 self.index.put(h.window.new_docs)  # after its vectors are committed
             c = self.counters
