@@ -104,3 +104,20 @@ def test_monthly_cap_in_config_stops_before_the_first_request(
         assert result.exit_code == 3, result.output
         assert "monthly cap" in result.output
         assert server.records == []
+
+
+def test_max_cost_on_the_command_line_raises_the_config_run_cap(
+    tmp_path: Path, write_parquet
+) -> None:
+    """``--max-cost`` overrides ``[budget] run_usd`` (it was the smaller of the two)."""
+    with ApiServer("openai", key=KEY) as server:
+        src, cfg = _setup(tmp_path, write_parquet, server)
+        cfg.write_text(cfg.read_text() + "\n[budget]\nrun_usd = 0.000001\n")
+        out = tmp_path / "out.parquet"
+        args = ["run", str(src), "-c", str(cfg), "-o", str(out), "--quiet"]
+        stopped = runner.invoke(app, args)
+        assert stopped.exit_code == 3, stopped.output
+        assert "--max-cost" in " ".join(stopped.output.split())
+        done = runner.invoke(app, [*args, "--max-cost", "1000"])
+        assert done.exit_code == 0, done.output
+        assert out.exists()

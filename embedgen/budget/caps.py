@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -48,14 +49,16 @@ class Caps:
     @classmethod
     def from_config(cls, cfg: Config) -> Caps:
         b = cfg.budget
-        run_caps = [c for c in (b.run_usd, getattr(cfg.run, "max_cost_usd", None)) if c is not None]
+        # the command line overrides the config, as for every other option: --max-cost
+        # may raise [budget] run_usd as well as lower it
+        run_cap = cfg.run.max_cost_usd if cfg.run.max_cost_usd is not None else b.run_usd
         per: dict[str, int] = {}
         for name, p in cfg.providers.items():
             cap = getattr(p, "monthly_usd", None)
             if cap is not None:
                 per[name] = to_pico(cap)
         return cls(
-            run=to_pico(min(run_caps)) if run_caps else None,
+            run=to_pico(run_cap) if run_cap is not None else None,
             monthly=to_pico(b.monthly_usd) if b.monthly_usd is not None else None,
             providers=per,
             alert_at=tuple(sorted(b.alert_at)),
@@ -179,8 +182,9 @@ class Budget:
         return (
             f"stopped on budget: {self.stop_reason}; spent {fmt_usd(spent)} this run"
             + (f" ({per})" if per else "")
-            + f", {fmt_usd(month)} this month; embedded chunks are cached, "
-            "raise the cap and re-run to continue"
+            + f", {fmt_usd(month)} this month; embedded chunks are cached: "
+            + _raise_hint(self.stop_reason or "")
+            + " and re-run to continue"
         )
 
     def close(self, status: str) -> None:
@@ -282,6 +286,18 @@ class Budget:
                 amounts = f"{fmt_usd(used)} of {fmt_usd(cap)}"
                 out.append(f"budget: {max(crossed):.0%} of {label} used ({amounts})")
         return out
+
+
+def _raise_hint(reason: str) -> str:
+    """How to raise the cap(s) named in a stop reason."""
+    hints = []
+    if "run cap" in reason:
+        hints.append("raise the run cap with `--max-cost USD` (or `[budget] run_usd`)")
+    if "monthly cap" in reason:
+        hints.append("raise `[budget] monthly_usd`")
+    keys = dict.fromkeys(re.findall(r"providers\.\S+\.monthly_usd", reason))
+    hints += [f"raise `{key}`" for key in keys]
+    return "; ".join(hints) or "raise the cap"
 
 
 def _copy(state: LedgerState) -> LedgerState:
