@@ -303,6 +303,38 @@ def test_jsonl_non_object_lines(write_jsonl, bad: str) -> None:
     assert result.exit_code == 1 and ":2: malformed JSONL line" in result.output
 
 
+@pytest.mark.parametrize("on_error", ["fail", "skip"])
+def test_lone_surrogate_in_jsonl_is_a_bad_row(write_jsonl, tmp_path: Path, on_error: str) -> None:
+    """A \\ud800 escape is valid JSON but no UTF-8: a malformed line, never a traceback."""
+    src = write_jsonl(['{"text": "fine"}', r'{"text": "before \ud800 after"}', '{"text": "ok"}'])
+    result = invoke(str(src), "--on-error", on_error)
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    if on_error == "fail":
+        assert result.exit_code == 1
+        assert f"{src}:2: malformed JSONL line (lone surrogate \\ud800" in result.output
+        return
+    assert result.exit_code == 4, result.output
+    texts = pq.read_table(tmp_path / "corpus.embeddings.parquet").column("text").to_pylist()
+    assert texts == ["fine", "ok"]
+    (listed,) = (tmp_path / "corpus.embeddings.skipped.jsonl").read_text().splitlines()
+    assert json.loads(listed)["line"] == 2 and "lone surrogate" in json.loads(listed)["reason"]
+
+
+def test_invalid_utf8_in_a_parquet_string_column_is_skipped(tmp_path: Path) -> None:
+    """A string column written without UTF-8 validation (surrogate bytes): skipped, as binary."""
+    import pyarrow as pa
+
+    raw = [b"good text", b"before \xed\xa0\x80 after", b"more"]
+    src = tmp_path / "corpus.parquet"
+    pq.write_table(pa.table({"text": pa.array(raw, pa.binary()).view(pa.string())}), src)
+    result = invoke(str(src))
+    assert result.exit_code == 4, result.output
+    texts = pq.read_table(tmp_path / "corpus.embeddings.parquet").column("text").to_pylist()
+    assert texts == ["good text", "more"]
+    skipped = (tmp_path / "corpus.embeddings.skipped.jsonl").read_text()
+    assert "not valid UTF-8" in skipped and '"row": 1' in skipped
+
+
 @pytest.mark.parametrize("name", ["corpus.jsonl", "corpus.jsonl.gz"])
 @pytest.mark.parametrize("on_error", ["fail", "skip"])
 def test_jsonl_with_a_utf8_bom(tmp_path: Path, name: str, on_error: str) -> None:

@@ -162,10 +162,8 @@ def _read_parquet(path: Path, opts: ReadOptions, row0: int) -> Iterator[DocBatch
     try:
         for rb in pf.iter_batches(batch_size=opts.batch_rows, columns=columns):
             n = rb.num_rows
-            texts = rb.column(opts.text_column).to_pylist()
             skips: list[Skip] = []
-            if pa.types.is_binary(ttype) or pa.types.is_large_binary(ttype):
-                texts = [_decode(t, path, row + i, skips) for i, t in enumerate(texts)]
+            texts = _texts(rb.column(opts.text_column), path, row, skips)
             ids = (
                 rb.column(opts.id_column).to_pylist()
                 if opts.id_column
@@ -182,10 +180,24 @@ def _read_parquet(path: Path, opts: ReadOptions, row0: int) -> Iterator[DocBatch
                 row_numbers=list(range(row, row + n)),
             )
             row += n
-    except (pa.ArrowException, OSError) as exc:
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
         raise DataError(
             f"{path}: corrupt Parquet data after row {row} ({_first_line(exc)})"
         ) from None
+
+
+def _texts(column: Any, path: Path, row: int, skips: list[Skip]) -> list[str | None]:
+    """A batch's texts; a value that is not valid UTF-8 (binary, or a string column written
+    without validation) is skipped with a reason."""
+    import pyarrow as pa
+
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        try:
+            return column.to_pylist()  # type: ignore[no-any-return]
+        except UnicodeDecodeError:
+            large = pa.types.is_large_string(column.type)
+            column = column.view(pa.large_binary() if large else pa.binary())
+    return [_decode(t, path, row + i, skips) for i, t in enumerate(column.to_pylist())]
 
 
 def _decode(value: bytes | None, path: Path, row: int, skips: list[Skip]) -> str | None:
@@ -310,9 +322,15 @@ def _parse_line(raw: bytes) -> tuple[Any, str | None]:
     except UnicodeDecodeError as exc:
         return None, f"not UTF-8 at byte {exc.start}"
     try:
-        return json.loads(line), None
+        rec = json.loads(line)
     except json.JSONDecodeError as exc:
         return None, f"{exc.msg} at column {exc.colno}"
+    if "\\u" in line:  # only an escape can make a lone surrogate, which no encoder takes
+        try:
+            json.dumps(rec, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return None, f"lone surrogate \\u{ord(exc.object[exc.start]):04x} in a string"
+    return rec, None
 
 
 def _first_line(exc: BaseException) -> str:
