@@ -50,3 +50,34 @@ def test_console_script_runs() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert __version__ in out.stdout
+
+
+def _leaves(command, path=()):  # type: ignore[no-untyped-def]
+    subs = getattr(command, "commands", None)
+    if subs is None:
+        yield path, command
+        return
+    for name, sub in subs.items():
+        yield from _leaves(sub, (*path, name))
+
+
+def test_help_shows_the_defaults_that_option_texts_state() -> None:
+    """``[default: ...]`` in an option's help reaches the rich help (markup swallowed it)."""
+    import re
+
+    import typer.main
+
+    checked = 0
+    for path, command in _leaves(typer.main.get_command(app)):
+        stated = [
+            m for p in command.params for m in re.findall(r"\[default: [^\]]*\]", p.help or "")
+        ]
+        if not stated:
+            continue
+        result = runner.invoke(app, [*path, "--help"], env={"TERMINAL_WIDTH": "2000"})
+        assert result.exit_code == 0, result.output
+        flat = " ".join(result.output.replace("│", " ").split())
+        for text in stated:
+            assert " ".join(text.split()) in flat, (path, text)
+        checked += 1
+    assert checked >= 4  # run, doctor, cost-estimate, schedule print at least

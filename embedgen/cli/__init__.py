@@ -9,6 +9,7 @@ code in :class:`_Group`, in this one place.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import typer
@@ -41,17 +42,23 @@ class _Group(TyperGroup):
 
     def get_params(self, ctx: Any) -> list[Any]:
         if not self._flags_fixed:
-            _hide_flag_values(self, ctx)
+            _fix_help(self, ctx)
             self._flags_fixed = True
         return super().get_params(ctx)  # type: ignore[no-any-return]
 
 
-def _hide_flag_values(command: Any, ctx: Any) -> None:
-    """Give every flag of ``command`` and its subcommands an empty metavar.
+# what rich reads as a markup tag: "[" then a lowercase letter, "#", "/" or "@"
+_TAG = re.compile(r"(?<!\\)\[(?=[a-z#/@])")
 
-    typer's rich help prints each option's type after it, flags included
-    (``--json <bool>``), although a flag takes no value; its plain-text help skips
-    flags. An explicit empty metavar is what the rich help prints instead.
+
+def _fix_help(command: Any, ctx: Any) -> None:
+    """Make the rich help of ``command`` and its subcommands print what the options say.
+
+    - Every flag gets an empty metavar: typer's rich help prints each option's type after
+      it, flags included (``--json <bool>``), although a flag takes no value; its
+      plain-text help skips flags. An explicit empty metavar is what the rich help prints.
+    - ``[default: ...]`` in a help text is escaped: rich takes it for a markup tag and
+      drops it, leaving ``Output Parquet .`` with no default.
     """
     params = list(command.params)
     help_option = command.get_help_option(ctx)
@@ -60,8 +67,12 @@ def _hide_flag_values(command: Any, ctx: Any) -> None:
     for param in params:
         if getattr(param, "is_flag", False) and param.metavar is None:
             param.metavar = ""
+        if getattr(param, "help", None):
+            param.help = _TAG.sub(r"\\[", param.help)
+    if command.help:
+        command.help = _TAG.sub(r"\\[", command.help)
     for sub in getattr(command, "commands", {}).values():
-        _hide_flag_values(sub, ctx)
+        _fix_help(sub, ctx)
 
 
 app = typer.Typer(
