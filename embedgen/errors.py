@@ -5,6 +5,7 @@
     EmbedgenError                 exit 1   something failed; finished work is kept
     ├── UsageError                exit 2   bad command line, config or input selection
     │   ├── ConfigError                    a config key has a bad value (names the key path)
+    │   │   └── DimensionMismatch          an API returns vectors of another size than set
     │   ├── InputError                     missing file, unknown format, missing column
     │   ├── DeviceUnavailableError         the asked-for device is not usable
     │   └── EngineUnavailableError         the asked-for engine is not installed or cannot start
@@ -40,6 +41,15 @@ class UsageError(EmbedgenError):
 
 class ConfigError(UsageError):
     pass
+
+
+class DimensionMismatch(ConfigError):
+    """An API returned vectors of one other size than configured: a setting, never retried."""
+
+    def __init__(self, message: str, *, got: int, expected: int) -> None:
+        super().__init__(message)
+        self.got = got
+        self.expected = expected
 
 
 class InputError(UsageError):

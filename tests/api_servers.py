@@ -102,6 +102,8 @@ class ServerState:
     that with 429 and ``Retry-After: window_retry_after`` (a server that understates it)."""
     window_seconds: float = 60.0
     window_retry_after: str = "1"
+    honour_dimensions: bool = True
+    """False: a server that makes ``dim``-d vectors whatever ``dimensions`` asks for."""
     records: list[Record] = field(default_factory=list)
     attempts: Counter[str] = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -248,7 +250,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._json(429, {"error": {"message": "Rate limit reached"}}, limit_headers)
         fault = st.next_fault()
         record.fault = fault
-        dim = int(body.get("dimensions") or body.get("output_dimension") or st.dim)
+        asked = body.get("dimensions") or body.get("output_dimension")
+        dim = int(asked if asked and st.honour_dimensions else st.dim)
         if fault is not None:
             done = self._fault(fault, record)
             if done:
@@ -256,8 +259,8 @@ class _Handler(BaseHTTPRequestHandler):
         vecs = [vector_for(t, dim, st.model).tolist() for t in texts]
         if fault == "count":
             vecs = vecs[:-1]
-        elif fault == "dim":
-            vecs = [v[:-1] for v in vecs]
+        elif fault == "dim":  # one vector short: a malformed reply (a server that always
+            vecs[0] = vecs[0][:-1]  # returns another size is the ``dim=`` of the server)
         elif fault == "nan":
             vecs[0][0] = float("nan")
         record.status = 200

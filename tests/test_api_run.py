@@ -188,3 +188,24 @@ def test_repeated_429s_without_configured_limits_slow_down_instead_of_failing(
         limited = sum(1 for r in server.records if r.status == 429)
         assert server.ok_requests() == 30
         assert limited < 3 * 30, limited  # it backed off rather than hammering the window
+
+
+@pytest.mark.parametrize(
+    ("setting", "hint"),
+    [("dim = 8", "set `dim = 64`"), ("dimensions = 8", "set `dimensions = 64`")],
+)
+def test_a_server_of_another_vector_size_stops_at_once_as_a_config_error(
+    setting: str, hint: str, write_parquet, tmp_path: Path
+) -> None:
+    """A wrong vector size is a setting: exit 2 on the first reply, no retries, no breaker."""
+    with ApiServer("openai", key=KEY, dim=64, honour_dimensions=False) as server:
+        cfg = write_config(tmp_path / "c.toml", server)
+        cfg.write_text(cfg.read_text().replace("dimensions = 8", setting))
+        out = tmp_path / "out.parquet"
+        result = run(corpus(write_parquet, 5), cfg, out)
+        assert result.exit_code == 2, (result.output, result.exception)
+        msg = " ".join(result.output.split())
+        assert "the server returns 64-d vectors" in msg and hint in msg, msg
+        assert "Traceback" not in result.output
+        assert len(server.records) == 1
+        assert not out.exists()

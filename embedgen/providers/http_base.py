@@ -16,7 +16,13 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from embedgen.errors import ConfigError, FatalProviderError, ProviderError, TransientProviderError
+from embedgen.errors import (
+    ConfigError,
+    DimensionMismatch,
+    FatalProviderError,
+    ProviderError,
+    TransientProviderError,
+)
 from embedgen.providers.base import Batch, EmbedResult, Provider, ProviderInfo, TextTokenizer
 from embedgen.providers.http_headers import RateLimitHeaders, parse_retry_after
 from embedgen.redact import Secret, header_problem, redact
@@ -63,13 +69,22 @@ def api_message(body: bytes, limit: int = 300) -> str:
 
 
 def check_vectors(rows: Any, n: int, dim: int) -> np.ndarray:
-    """``rows`` as a float32 (n, dim) matrix, or TransientProviderError saying what is wrong."""
+    """``rows`` as a float32 (n, dim) matrix, or TransientProviderError saying what is wrong.
+
+    Every vector of one other size is :class:`DimensionMismatch`: the server makes vectors of
+    that size, a setting that no retry changes.
+    """
     import numpy as np
 
     if not isinstance(rows, list):
         raise _transient("malformed response: embeddings are not a list")
     if len(rows) != n:
         raise _transient(f"bad response: {len(rows)} vectors for {n} inputs")
+    sizes = {len(row) if isinstance(row, list) else -1 for row in rows}
+    if len(sizes) == 1 and -1 not in sizes and dim not in sizes:
+        size = sizes.pop()
+        msg = f"the server returns {size}-d vectors, {dim} were expected"
+        raise DimensionMismatch(msg, got=size, expected=dim)
     for row in rows:
         if not isinstance(row, list) or len(row) != dim:
             got = len(row) if isinstance(row, list) else type(row).__name__
@@ -222,7 +237,24 @@ class HttpProvider(Provider, abc.ABC):
             vectors = check_vectors(rows, n, self.dim)
         except TransientProviderError as exc:
             raise _transient(f"{self.name}: {exc}", rate_limits=rl) from None
+        except DimensionMismatch as exc:
+            msg = self._dim_message(exc.got)
+            raise DimensionMismatch(msg, got=exc.got, expected=self.dim) from None
         return EmbedResult(vectors, usage, rate_limits=rl)
+
+    def _dim_message(self, got: int) -> str:
+        """What to set when the server makes ``got``-d vectors and ``self.dim`` were expected."""
+        where = f"[providers.{self.name}]"
+        if self.cfg.dimensions is not None:
+            return (
+                f"{self.name}: the server returns {got}-d vectors, not the {self.dim} asked for "
+                f"with `dimensions`: set `dimensions = {got}` (or remove it and set "
+                f"`dim = {got}`) in {where}"
+            )
+        return (
+            f"{self.name}: the server returns {got}-d vectors, {self.dim} were expected: "
+            f"set `dim = {got}` in {where}"
+        )
 
     def close(self) -> None:
         with self._lock:
