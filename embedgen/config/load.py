@@ -83,6 +83,9 @@ def validate(data: dict[str, Any], source: str | None = None) -> Config:
                 f"{source + ': ' if source else ''}run.providers: {name!r} has no "
                 f"[providers.{name}] table (have: {', '.join(cfg.providers) or 'none'})"
             )
+    from embedgen.config.slots import check_slots
+
+    check_slots(cfg, f"{source}: " if source else "")
     return cfg
 
 

@@ -7,6 +7,7 @@ The file has these tables, all optional:
 - ``[providers.NAME]``: extra providers for a fallback chain (``kind = ...``).
 - ``[budget]``: spending caps.
 - ``[engine]``: where the run executes (this process, or a Ray cluster).
+- ``[slots.NAME]``: several models in one run, one vector column each.
 - ``[bge_m3_local]``, ``[directml]``, ``[performance]``: the Windows deployment
   layout (``configs/windows_config.toml``), folded into ``[model]`` and ``[run]``.
 """
@@ -27,6 +28,7 @@ from embedgen.config.api import (
     VoyageConfig,
 )
 from embedgen.config.base import Device, Dtype, GraphOptimization, OnError, Pooling, Strict, lower
+from embedgen.config.slots import SlotConfig
 from embedgen.config.windows import DirectMLTable, PerformanceTable, WindowsModelTable
 from embedgen.util.sizes import parse_size
 
@@ -48,6 +50,8 @@ class RunConfig(Strict):
     dimensions: int | None = Field(default=None, gt=0)
     on_error: OnError = "fail"
     sparse: bool = False
+    colbert: bool = False
+    """bge-m3's ColBERT multi-vectors: a slot's ``outputs = [..., "colbert"]`` sets it."""
     allow_mixed_models: bool = False
     use_cache: bool = True
     cache_dir: str | None = None
@@ -129,6 +133,8 @@ class Config(Strict):
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)
+    slots: dict[str, SlotConfig] = Field(default_factory=dict)
+    """Several models in one run (``config/slots.py``); empty: one model, one column."""
     bge_m3_local: WindowsModelTable | None = None
     directml: DirectMLTable | None = None
     performance: PerformanceTable | None = None

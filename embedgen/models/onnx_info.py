@@ -16,6 +16,8 @@ SPARSE_OUTPUT = "sparse_weights"
 """The graph output that holds BGE-M3's per-token sparse weights, when exported."""
 HEAD_NAMES = ("sparse_linear.safetensors", "sparse_linear.npz", "sparse_linear.pt")
 """BGE-M3's sparse head (``sparse_linear``) as FlagEmbedding and exporters ship it."""
+COLBERT_NAMES = ("colbert_linear.safetensors", "colbert_linear.npz", "colbert_linear.pt")
+"""BGE-M3's multi-vector head (``colbert_linear``: Linear(hidden, dim))."""
 _MODEL_GRAPH = 7  # ModelProto.graph
 _GRAPH_OUTPUT = 12  # GraphProto.output
 _VALUE_INFO_NAME = 1  # ValueInfoProto.name
@@ -84,10 +86,13 @@ def graph_outputs(path: Path) -> list[str]:
         raise ModelError(f"{path}: not a readable ONNX file ({exc})") from None
 
 
-def find_sparse_head(folder: Path, onnx_path: Path | None = None) -> Path | None:
-    """The sparse head file in a model folder (or beside its ONNX file), if any."""
+def find_sparse_head(
+    folder: Path, onnx_path: Path | None = None, names: tuple[str, ...] = HEAD_NAMES
+) -> Path | None:
+    """The sparse head file (or another head: ``names``) in a model folder, or beside its
+    ONNX file, if any."""
     for base in (folder, onnx_path.parent if onnx_path else folder):
-        for name in HEAD_NAMES:
+        for name in names:
             if (base / name).is_file():
                 return base / name
     return None

@@ -22,7 +22,7 @@ from embedgen.pipeline.chunk import Chunk
 from embedgen.providers.base import Batch, EmbedResult
 from embedgen.router import Router
 
-RESULT_FIELD = {"sparse": "sparse", "model": "models"}
+RESULT_FIELD = {"sparse": "sparse", "colbert": "colbert", "model": "models"}
 """Extra output column -> the EmbedResult field that fills it."""
 
 

@@ -131,7 +131,8 @@ class LocalRun:
         self.overhead = tokenizer.overhead
         self.fp_id = fingerprint_id(info.fingerprint)
         index = None
-        if cache is not None and not run.sparse and not mixed:
+        heads = run.sparse or run.colbert
+        if cache is not None and not heads and not mixed:
             from embedgen.pipeline.docindex import DocIndex
 
             index = DocIndex(cache, self.fp_id, self.chunker)
@@ -140,7 +141,7 @@ class LocalRun:
         # Cached rows carry a dense vector only: sparse runs recompute (and still store) every
         # chunk; runs that may mix models keep the cache out of it, so no row is misattributed.
         self.lookup = Lookup(
-            cache, self.fp_id, dim=info.dim, read=not run.sparse and not mixed,
+            cache, self.fp_id, dim=info.dim, read=not heads and not mixed,
             extra_columns=self.columns,
         )  # fmt: skip
         if cache is not None:

@@ -82,6 +82,8 @@ def skipped_path_for(output: Path) -> Path:
 
 
 def extra_columns(run: RunConfig) -> tuple[str, ...]:
-    """Output columns beyond the vector: sparse weights, and the model of mixed chains."""
+    """Output columns beyond the vector: sparse weights, ColBERT vectors, the model of mixed
+    chains."""
     mixed = run.allow_mixed_models and len(run.providers) > 1
-    return (("sparse",) if run.sparse else ()) + (("model",) if mixed else ())
+    heads = (("sparse",) if run.sparse else ()) + (("colbert",) if run.colbert else ())
+    return heads + (("model",) if mixed else ())

@@ -37,27 +37,31 @@ class OutputWriter:
         with_model: bool,
         metadata: dict[str, str],
         with_sparse: bool = False,
+        colbert_dim: int | None = None,
     ) -> None:
+        import pyarrow as pa
+
+        value_type = pa.float16() if dtype == "float16" else pa.float32()
+        self.np_dtype = np.float16 if dtype == "float16" else np.float32
+        fields = base_fields(id_type, with_text=with_text)
+        fields.append(pa.field("embedding", pa.list_(value_type, dim)))
+        if with_sparse:
+            fields.append(pa.field("sparse", sparse_type()))
+        if colbert_dim is not None:
+            fields.append(pa.field("colbert", colbert_type(colbert_dim)))
+        if with_model:
+            fields.append(pa.field("model", pa.string()))
+        self.dim = dim
+        self._start(path, fields, keep_schema, metadata)
+
+    def _start(
+        self, path: Path, fields: list[Any], keep_schema: Any, metadata: dict[str, str]
+    ) -> None:
+        """Open the temporary file for ``fields`` + the passthrough columns."""
         import pyarrow as pa
 
         self.path = path
         self.tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        value_type = pa.float16() if dtype == "float16" else pa.float32()
-        self.np_dtype = np.float16 if dtype == "float16" else np.float32
-        fields = [
-            pa.field("id", id_type),
-            pa.field("chunk", pa.int32()),
-            pa.field("char_start", pa.int32()),
-            pa.field("char_end", pa.int32()),
-            pa.field("tokens", pa.int32()),
-        ]
-        if with_text:
-            fields.append(pa.field("text", pa.string()))
-        fields.append(pa.field("embedding", pa.list_(value_type, dim)))
-        if with_sparse:
-            fields.append(pa.field("sparse", pa.map_(pa.int32(), pa.float32())))
-        if with_model:
-            fields.append(pa.field("model", pa.string()))
         if keep_schema is not None:
             taken = {f.name for f in fields}
             for f in keep_schema:
@@ -69,7 +73,6 @@ class OutputWriter:
         meta = {f"embedgen.{k}": v for k, v in metadata.items()}
         meta["embedgen"] = json.dumps(metadata, sort_keys=True)
         self.schema = pa.schema(fields, metadata=meta)
-        self.dim = dim
         self.rows = 0
         path.parent.mkdir(parents=True, exist_ok=True)
         self._writer: Any = None
@@ -96,9 +99,14 @@ class OutputWriter:
                            self.schema.field("embedding").type.value_type)  # fmt: skip
         arrays: dict[str, Any] = dict(columns)
         arrays["embedding"] = pa.FixedSizeListArray.from_arrays(flat, self.dim)
+        self.write_arrays(arrays, keep)
+
+    def write_arrays(self, arrays: dict[str, Any], keep: Any = None) -> None:
+        """Append rows: every column of the schema, as Arrow arrays, plus passthrough."""
+        import pyarrow as pa
+
         if keep is not None:
-            for name in keep.column_names:
-                arrays[name] = keep.column(name)
+            arrays = {**arrays, **{name: keep.column(name) for name in keep.column_names}}
         table = pa.Table.from_pydict(
             {f.name: arrays[f.name] for f in self.schema}, schema=self.schema
         )
@@ -173,6 +181,57 @@ class QueuedWrites:
                 f.result()
 
 
+def base_fields(id_type: Any, *, with_text: bool) -> list[Any]:
+    """The columns every output has before its vectors: id, chunk, span, tokens, text."""
+    import pyarrow as pa
+
+    fields = [
+        pa.field("id", id_type),
+        pa.field("chunk", pa.int32()),
+        pa.field("char_start", pa.int32()),
+        pa.field("char_end", pa.int32()),
+        pa.field("tokens", pa.int32()),
+    ]
+    if with_text:
+        fields.append(pa.field("text", pa.string()))
+    return fields
+
+
+def sparse_type() -> Any:
+    """``map<int32, float32>``: token id -> lexical weight."""
+    import pyarrow as pa
+
+    return pa.map_(pa.int32(), pa.float32())
+
+
+def colbert_type(dim: int) -> Any:
+    """``list<fixed_size_list<float32, dim>>``: one vector per token, per chunk."""
+    import pyarrow as pa
+
+    return pa.list_(pa.list_(pa.float32(), dim))
+
+
+def sparse_array(values: list[dict[int, float] | None]) -> Any:
+    import pyarrow as pa
+
+    return pa.array([None if d is None else sorted(d.items()) for d in values], type=sparse_type())
+
+
+def colbert_array(values: list[np.ndarray | None], dim: int) -> Any:
+    """A ColBERT column from per-chunk (tokens, dim) matrices (None: a null row)."""
+    import pyarrow as pa
+
+    lengths = [0 if v is None else len(v) for v in values]
+    offsets = np.zeros(len(values) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    mats = [v for v in values if v is not None]
+    flat = np.concatenate(mats).reshape(-1) if mats else np.zeros(0, np.float32)
+    values_arr = arrow_array(flat.astype(np.float32), pa.float32())
+    inner = pa.FixedSizeListArray.from_arrays(values_arr, dim)
+    mask = pa.array([v is None for v in values]) if any(v is None for v in values) else None
+    return pa.ListArray.from_arrays(arrow_array(offsets, pa.int32()), inner, mask=mask)
+
+
 def partial_path(path: Path) -> Path:
     return path.with_name(path.name.removesuffix(".parquet") + ".partial.parquet")
 
@@ -235,6 +294,7 @@ def open_writer(
         keep_schema=keep_schema,
         with_model="model" in extra_columns,
         with_sparse="sparse" in extra_columns,
+        colbert_dim=int(info.details["colbert_dim"]) if "colbert" in extra_columns else None,
         metadata=output_metadata(info, run, max_tokens),
     )
 
@@ -265,9 +325,10 @@ def window_columns(
     if with_text:
         columns["text"] = arrow_array([c.text for c in ch], pa.string())
     if "sparse" in extras:
-        columns["sparse"] = pa.array(
-            [sorted(d.items()) for d in extras["sparse"]], type=pa.map_(pa.int32(), pa.float32())
-        )
+        columns["sparse"] = sparse_array(extras["sparse"])
+    if "colbert" in extras:
+        dim = schema.field("colbert").type.value_type.list_size
+        columns["colbert"] = colbert_array(extras["colbert"], dim)
     if "model" in extras:
         columns["model"] = arrow_array(extras["model"], pa.string())
     keep = w.docs.keep.take(arrow_array(idx, pa.int64())) if w.docs.keep is not None else None

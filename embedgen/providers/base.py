@@ -71,6 +71,8 @@ class EmbedResult:
     """Tokens the API says it billed, when it says so."""
     sparse: list[dict[int, float]] | None = None
     """Lexical weights (token id -> weight) per text, when sparse output was asked for."""
+    colbert: list[np.ndarray] | None = None
+    """ColBERT multi-vectors per text, (tokens - 1, dim) float32, when asked for."""
     models: list[str] | None = None
     """Model that embedded each row, when a fallback chain may mix models."""
     rate_limits: object | None = None

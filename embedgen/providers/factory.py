@@ -45,6 +45,7 @@ def build_onnx(cfg: Config, model_cfg: OnnxConfig, name: str) -> Provider:
         batch_size=cfg.run.batch_size,
         batch_tokens=cfg.run.batch_tokens,
         sparse=cfg.run.sparse,
+        colbert=cfg.run.colbert,
     )
 
 

@@ -84,6 +84,7 @@ class OnnxProvider(Provider):
         batch_tokens: int | None = None,
         available: list[str] | None = None,
         sparse: bool = False,
+        colbert: bool = False,
     ) -> None:
         import onnxruntime as ort
 
@@ -108,6 +109,7 @@ class OnnxProvider(Provider):
             log.warning(self.choice.warning)
         self.pooling = cfg.pooling or spec.pooling
         self._want_sparse = sparse
+        self._colbert_head = head = self._load_colbert_head() if colbert else None
         self._warmup = (cfg.warmup_batches, batch_size)
         self._session_obj: Any = None
         self._load_lock = threading.Lock()
@@ -156,6 +158,7 @@ class OnnxProvider(Provider):
                 "device": self.choice.device,
                 "onnx_file": spec.onnx_path.name,
                 "prefix": prefix,
+                **({"colbert_dim": str(head.dim)} if head is not None else {}),
             },
         )
 
@@ -210,6 +213,7 @@ class OnnxProvider(Provider):
         self._sparse: tuple[Any, set[int], list[str]] | None = None
         if self._want_sparse:
             self._sparse = self._sparse_setup(outputs)
+        self._colbert = self._colbert_output(outputs) if self._colbert_head is not None else None
         self._session_obj = session
         warmups, batch_size = self._warmup
         for _ in range(warmups):
@@ -276,15 +280,37 @@ class OnnxProvider(Provider):
             )
         return load_sparse_head(head_path), special, [token_out]
 
+    def _load_colbert_head(self) -> Any:
+        """The ColBERT head, read when the provider is built: its size types the output."""
+        from embedgen.models.onnx_info import COLBERT_NAMES, find_sparse_head
+        from embedgen.providers.colbert import load_colbert_head
+
+        folder = self.spec.folder
+        path = find_sparse_head(folder, self.spec.onnx_path, COLBERT_NAMES) if folder else None
+        if path is None:
+            raise ModelError(
+                f"{self.spec.name}: colbert output needs a model with a colbert head "
+                "(colbert_linear weights beside the model)"
+            )
+        return load_colbert_head(path)
+
+    def _colbert_output(self, outputs: list[str]) -> tuple[Any, str]:
+        """The ColBERT head and the token-state output it reads."""
+        from embedgen.providers.sparse import TOKEN_OUTPUTS
+
+        token_out = next((o for o in TOKEN_OUTPUTS if o in outputs), None)
+        if token_out is None:
+            raise ModelError(f"{self.spec.name}: colbert output needs a token-state output")
+        return self._colbert_head, token_out
+
     def tokenizer(self) -> HFTokenizer:
         return self._tokenizer
 
     def _run(self, input_ids: list[list[int]] | list[Any]) -> np.ndarray:
-        return self._run_full(input_ids)[0]
+        return self._run_full(input_ids).vectors
 
-    def _run_full(
-        self, input_ids: list[list[int]] | list[Any]
-    ) -> tuple[np.ndarray, list[dict[int, float]] | None]:
+    def _run_full(self, input_ids: list[list[int]] | list[Any]) -> EmbedResult:
+        """Dense vectors, and the sparse weights and ColBERT vectors asked for, in one pass."""
         n = len(input_ids)
         width = max(len(x) for x in input_ids)
         ids = np.full((n, width), self._tokenizer.pad_id if n else 0, dtype=np.int64)
@@ -301,18 +327,27 @@ class OnnxProvider(Provider):
         names = [self._output]
         if self._sparse is not None:
             names += [o for o in self._sparse[2] if o not in names]
+        if self._colbert is not None and self._colbert[1] not in names:
+            names.append(self._colbert[1])
         try:
             outs = session.run(names, feeds)
         except Exception as exc:
             raise ProviderError(f"onnxruntime failed on a batch of {n}: {exc}") from None
         vectors = self._pool(np.asarray(outs[0], dtype=np.float32), mask)
-        if self._sparse is None:
-            return vectors, None
-        from embedgen.providers.sparse import lexical_weights, weights_from_outputs
+        named = dict(zip(names, outs))
+        sparse = colbert = None
+        if self._sparse is not None:
+            from embedgen.providers.sparse import lexical_weights, weights_from_outputs
 
-        head, special, _ = self._sparse
-        weights = weights_from_outputs(dict(zip(names, outs)), head)
-        return vectors, lexical_weights(weights, ids, mask, special)
+            head, special, _ = self._sparse
+            weights = weights_from_outputs(named, head)
+            sparse = lexical_weights(weights, ids, mask, special)
+        if self._colbert is not None:
+            from embedgen.providers.colbert import colbert_vectors
+
+            hidden = np.asarray(named[self._colbert[1]])
+            colbert = colbert_vectors(hidden, mask, self._colbert[0], normalize=self.normalize)
+        return EmbedResult(vectors, sparse=sparse, colbert=colbert)
 
     def _pool(self, out: np.ndarray, mask: np.ndarray) -> np.ndarray:
         if out.ndim == 3:
@@ -334,8 +369,7 @@ class OnnxProvider(Provider):
         ids = batch.input_ids
         if ids is None:
             ids = [self._tokenizer.encode_for_model(t) for t in batch.texts]
-        vectors, sparse = self._run_full(list(ids))
-        return EmbedResult(vectors, sparse=sparse)
+        return self._run_full(list(ids))
 
     def embed_texts(self, texts: list[str]) -> np.ndarray:
         """Vectors for a few texts (each must fit the model's limit)."""

@@ -119,6 +119,17 @@ def special_token_ids(tokenizer_path: Path) -> set[int]:
 
 def load_sparse_head(path: Path) -> SparseHead:
     """Read ``weight`` (1, hidden) and ``bias`` (1,) from a safetensors, npz or torch file."""
+    weight, bias = read_linear(path, "sparse head")
+    if weight.ndim == 2 and weight.shape[0] == 1:
+        weight = weight[0]
+    if weight.ndim != 1:
+        raise ModelError(f"{path}: sparse head weight must be (1, hidden), got {weight.shape}")
+    b = 0.0 if bias is None else float(np.asarray(bias, dtype=np.float32).reshape(-1)[0])
+    return SparseHead(weight=weight, bias=b)
+
+
+def read_linear(path: Path, what: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """A Linear layer's ``weight`` (float32) and ``bias`` (None if absent) from a head file."""
     from safetensors import SafetensorError
 
     try:
@@ -130,7 +141,7 @@ def load_sparse_head(path: Path) -> SparseHead:
         elif path.suffix in (".pt", ".pth", ".bin"):
             tensors = read_torch_state_dict(path)
         else:
-            raise ModelError(f"{path}: unknown sparse head format (use .safetensors, .npz, .pt)")
+            raise ModelError(f"{path}: unknown {what} format (use .safetensors, .npz, .pt)")
     except (
         OSError,
         ValueError,
@@ -139,17 +150,11 @@ def load_sparse_head(path: Path) -> SparseHead:
         pickle.UnpicklingError,
         SafetensorError,
     ) as exc:
-        raise ModelError(f"{path}: unreadable sparse head ({exc})") from None
+        raise ModelError(f"{path}: unreadable {what} ({exc})") from None
     weight, bias = tensors.get("weight"), tensors.get("bias")
     if weight is None:
-        raise ModelError(f"{path}: no 'weight' tensor in the sparse head")
-    weight = np.asarray(weight, dtype=np.float32)
-    if weight.ndim == 2 and weight.shape[0] == 1:
-        weight = weight[0]
-    if weight.ndim != 1:
-        raise ModelError(f"{path}: sparse head weight must be (1, hidden), got {weight.shape}")
-    b = 0.0 if bias is None else float(np.asarray(bias, dtype=np.float32).reshape(-1)[0])
-    return SparseHead(weight=weight, bias=b)
+        raise ModelError(f"{path}: no 'weight' tensor in the {what}")
+    return np.asarray(weight, dtype=np.float32), None if bias is None else np.asarray(bias)
 
 
 _ST_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4"}
