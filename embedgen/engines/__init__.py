@@ -74,11 +74,14 @@ def is_dir_output(output: str | Path | None) -> bool:
 
 def run_spec(spec: Any, mode: str, opts: EngineOptions, *, dataset: bool = False) -> RunSummary:
     """Run a resolved ``spec`` on the engine ``opts`` names (``dataset``: ``-o DIR/``)."""
+    from embedgen.errors import UsageError
+
+    if spec.cfg.slots:
+        raise UsageError("[slots]: a run with several models is not available yet")
     if opts.kind == "ray":
         from embedgen.engines.ray_engine import run_ray
 
         return run_ray(spec, mode, opts, dataset=dataset)  # type: ignore[no-any-return]
-    from embedgen.errors import UsageError
     from embedgen.pipeline.run import run_local
 
     if dataset:
