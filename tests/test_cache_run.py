@@ -389,3 +389,32 @@ def test_a_full_output_disk_is_one_line_and_keeps_the_embedded_chunks(tmp_path: 
     assert again.exit_code == 0, again.output
     cached = int(re.search(r"\(([\d,]+) cached", again.output).group(1).replace(",", ""))
     assert cached > 0  # what the failed run embedded was not paid for twice
+
+
+def test_a_plain_model_folder_is_fingerprinted_by_its_content_not_its_name(
+    tmp_path: Path,
+) -> None:
+    """Renaming or copying a folder, or adding ``.gitattributes``, keeps the cache's keys."""
+    from embedgen.models.local import original_default_model, read_folder
+    from embedgen.providers.onnx import model_fingerprint
+
+    src = original_default_model()
+    first = tmp_path / "minilm"
+    (first / "1_Pooling").mkdir(parents=True)
+    shutil.copy(src.onnx_path, first / "model.onnx")
+    shutil.copy(src.tokenizer_path, first / "tokenizer.json")
+    (first / "1_Pooling" / "config.json").write_text('{"pooling_mode_mean_tokens": true}')
+    copy = tmp_path / "a-copy-by-another-name"
+    shutil.copytree(first, copy)
+    (copy / ".gitattributes").write_text("*.onnx filter=lfs diff=lfs merge=lfs -text\n")
+    (copy / "README.md").write_text("# notes\n")
+
+    def fingerprint(folder: Path, pooling: str = "mean") -> str:
+        spec = read_folder(folder, name=folder.name)
+        return model_fingerprint(spec, pooling=pooling, normalize=True, dimensions=None,
+                                 prefix="", max_tokens=128, dtype="float32")  # fmt: skip
+
+    assert fingerprint(first) == fingerprint(copy)
+    assert fingerprint(first) != fingerprint(first, pooling="cls")  # settings still count
+    (copy / "model.onnx_data").write_bytes(b"\0" * 16)  # external weights beside the model
+    assert fingerprint(first) != fingerprint(copy)

@@ -44,24 +44,34 @@ def model_fingerprint(
     max_tokens: int,
     dtype: str,
 ) -> str:
-    """Everything that changes a vector of a local model, as one line."""
+    """Everything that changes a vector of a local model, as one line.
+
+    A plain folder (no manifest) is its content and settings only: its name is where it
+    lies, so renaming or copying it keeps its cache entries. A downloaded model or the
+    default keeps the name its manifest gives it, as its entries were always keyed.
+    """
     sha = spec.sha256 or _file_identity(spec)
     tokenizer = sha256_file(spec.tokenizer_path)
+    named = f"model={spec.name}|" if spec.sha256 else ""
     return (
-        f"onnx|model={spec.name}|sha256={sha}|tokenizer={tokenizer}"
+        f"onnx|{named}sha256={sha}|tokenizer={tokenizer}"
         f"|pooling={pooling}|normalize={normalize}"
         f"|dimensions={dimensions}|prefix={prefix!r}|max_tokens={max_tokens}|dtype={dtype}"
     )
 
 
 def _file_identity(spec: ModelSpec) -> str:
-    """sha256 of the ONNX file, plus size of external-data files beside it."""
+    """sha256 of the ONNX file, plus size of external-data files beside it.
+
+    Hidden files (``.gitattributes``, ``.DS_Store``) and docs never change a vector.
+    """
     digest = identity_sha256(spec.onnx_path)
     extra = sorted(
         f"{p.name}:{p.stat().st_size}"
         for p in spec.onnx_path.parent.iterdir()
         if p.is_file()
         and p != spec.onnx_path
+        and not p.name.startswith(".")
         and not p.name.endswith((".json", ".txt", ".md"))
         and ("data" in p.name or p.suffix in ("", ".bin"))
     )
