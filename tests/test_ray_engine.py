@@ -25,9 +25,10 @@ ROW_COLUMNS = ["id", "chunk", "char_start", "char_end", "tokens", "text"]
 
 @pytest.fixture(scope="session", autouse=True)
 def ray_session():
-    """One local Ray instance for the module's tests (the engine joins it, never stops it)."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-    yield
+    """One local Ray instance for the module's tests (the engine joins it, never stops it);
+    yields its session folder, where Ray keeps its logs."""
+    ctx = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    yield Path(ctx.address_info["session_dir"])
     ray.shutdown()
 
 
@@ -211,3 +212,26 @@ def test_budget_cap_holds_across_workers(
     assert 0 < spent <= cap * PICO
     assert spent == cost_pico(billed, price)
     assert not (tmp_path / "out.parquet").exists()
+
+
+def test_api_key_never_reaches_rays_session_folder(
+    tmp_path: Path, write_parquet, monkeypatch: pytest.MonkeyPatch, ray_session: Path
+) -> None:
+    """Ray logs runtime environments (runtime_env_agent.log, readable by every user): the
+    key reaches the workers in memory instead, and nothing under the session folder holds it."""
+    from tests.api_servers import ApiServer
+
+    key = "sk-SECRET-never-in-ray-logs-5f3a9c"
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    src = write_parquet({"text": [f"short text number {i}" for i in range(40)]})
+    with ApiServer("openai", key=key) as server:
+        cfg = _api_config(tmp_path, server)
+        summary = embed(src, tmp_path / "out.parquet", config=cfg, engine="ray", workers=2,
+                        quiet=True, use_cache=False)  # fmt: skip
+    assert summary.computed == 40
+    found = [
+        str(p)
+        for p in ray_session.rglob("*")
+        if p.is_file() and not p.is_socket() and key.encode() in p.read_bytes()
+    ]
+    assert found == []

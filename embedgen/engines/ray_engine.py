@@ -68,14 +68,19 @@ _PASSED_ENV = ("XDG_CACHE_HOME", "XDG_DATA_HOME", "XDG_CONFIG_HOME", "HF_HOME", 
 
 
 def worker_env(cfg: Any) -> dict[str, str]:
-    """Environment the workers need from the driver: embedgen's directories and the API
-    key variables the config names (sent in the job's Ray runtime environment)."""
+    """Environment the workers need from the driver: embedgen's directories (sent in the
+    job's Ray runtime environment, which Ray logs; never a key, see :func:`api_keys`)."""
+    keys = api_keys(cfg)
     names = {k for k in os.environ if k.startswith("EMBEDGEN_")} | set(_PASSED_ENV)
-    for pcfg in cfg.providers.values():
-        key_env = getattr(pcfg, "api_key_env", None)
-        if key_env:
-            names.add(key_env)
-    return {k: os.environ[k] for k in sorted(names) if k in os.environ}
+    return {k: os.environ[k] for k in sorted(names - keys.keys()) if k in os.environ}
+
+
+def api_keys(cfg: Any) -> dict[str, str]:
+    """The API key variables the config names, with their values: handed to the embedding
+    actors' constructors in memory, never in a runtime environment (Ray writes those to
+    ``runtime_env_agent.log``, readable by every user of the machine)."""
+    names = {getattr(p, "api_key_env", None) for p in cfg.providers.values()}
+    return {k: os.environ[k] for k in sorted(n for n in names if n) if k in os.environ}
 
 
 def _open_budget(cfg: Any, infos: list[Any]) -> Any:
@@ -258,7 +263,7 @@ class _RayRun:
             info = dataclasses.replace(info, details={**info.details, "device": plan.device})
         tokenizer = router.tokenizer()
         chunker = make_chunker(tokenizer, info, run)
-        windows = portable_windows(Windows(chunker, read_options(run), None), self.local_cfg)
+        windows = portable_windows(Windows(chunker, read_options(run), None), self.local_cfg, info)
         units = plan_units(list(self.spec.paths), run.limit)
         items = [{"unit": i, "spec": json.dumps(asdict(u))} for i, u in enumerate(units)]
         ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
@@ -281,7 +286,8 @@ class _RayRun:
             batch_format="pyarrow",
             fn_constructor_kwargs={"spec": self.spec, "threads": plan.threads,
                                    "device": plan.device,
-                                   "limits": self.run_id if actor is not None else None},
+                                   "limits": self.run_id if actor is not None else None,
+                                   "keys": api_keys(self.spec.cfg)},
             compute=ray.data.ActorPoolStrategy(size=plan.workers, max_tasks_in_flight_per_actor=2),
             num_cpus=plan.cpus_per_worker,
             num_gpus=plan.gpus_per_worker or None,

@@ -132,33 +132,40 @@ def _ids_array(values: list[Any]) -> Any:
 
 class LazyWindows:
     """The Windows stage for a chunk task when the tokenizer cannot be pickled (hosted APIs'
-    tokenizers): built in the task's process from the config, once per process."""
+    tokenizers): built in the task's process from the config, once per process. The first
+    provider is built offline (its tokenizer, no API key: chunk tasks never send a request)."""
 
-    def __init__(self, cfg: Any) -> None:
+    def __init__(self, cfg: Any, info: Any) -> None:
         self.cfg = cfg
+        self.info = info
+        """The driver's chain metadata (the chunk size comes from it)."""
         self._windows: Any = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"cfg": self.cfg, "_windows": None}
+        return {"cfg": self.cfg, "info": self.info, "_windows": None}
 
     def window(self, docs: Any) -> Any:
         if self._windows is None:
+            from embedgen.pipeline.targets import offline_api_provider
             from embedgen.pipeline.windows import Windows, make_chunker, read_options
-            from embedgen.router import Router
-            from embedgen.router.build import build_members
+            from embedgen.providers.factory import build_member, is_api
 
-            router = Router(build_members(self.cfg))
-            chunker = make_chunker(router.tokenizer(), router.info, self.cfg.run)
+            name = (self.cfg.run.providers or ["local"])[0]
+            pcfg = self.cfg.providers.get(name)
+            first = (
+                offline_api_provider(name, pcfg) if is_api(pcfg) else build_member(self.cfg, name)
+            )
+            chunker = make_chunker(first.tokenizer(), self.info, self.cfg.run)
             self._windows = Windows(chunker, read_options(self.cfg.run), None)
         return self._windows.window(docs)
 
 
-def portable_windows(windows: Any, cfg: Any) -> Any:
+def portable_windows(windows: Any, cfg: Any, info: Any) -> Any:
     """``windows`` if it pickles (an ONNX tokenizer does), else a :class:`LazyWindows`."""
     from ray import cloudpickle
 
     try:
         cloudpickle.dumps(windows)
     except Exception:
-        return LazyWindows(cfg)
+        return LazyWindows(cfg, info)
     return windows

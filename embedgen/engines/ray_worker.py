@@ -22,7 +22,15 @@ from embedgen.engines.ray_units import KEEP_PREFIX
 class EmbedWorker:
     """Ray ``map_batches`` callable class: window rows in, the same rows with vectors out."""
 
-    def __init__(self, *, spec: Any, threads: int, device: str | None, limits: str | None) -> None:
+    def __init__(
+        self,
+        *,
+        spec: Any,
+        threads: int,
+        device: str | None,
+        limits: str | None,
+        keys: dict[str, str],
+    ) -> None:
         from embedgen.cache import fingerprint_id
         from embedgen.config import apply_overrides
         from embedgen.pipeline.embed import Embedder
@@ -33,6 +41,9 @@ class EmbedWorker:
         from embedgen.router import Router
         from embedgen.router.build import build_members
 
+        # The API keys come from the driver in memory (never in a Ray runtime environment,
+        # which Ray logs); this process is the actor's alone.
+        os.environ.update(keys)
         cfg = spec.cfg.model_copy(deep=True)
         model_opts: dict[str, Any] = {"num_threads": threads}
         if device is not None:
