@@ -149,7 +149,7 @@ def test_the_cache_never_returns_a_vector_for_another_model_setting(
     base_cols, base_vecs = read_output(out)
     folders = tmp_path / "models"
     variants: dict[str, list[str | Path]] = {
-        "dimensions": ["--dimensions", "64"],
+        "dimensions": ["--dimensions", "64", "--force"],
         "pooling": ["--config", _config(tmp_path, "cls", '[model]\npooling = "cls"\n')],
         "prefix": ["--config", _config(tmp_path, "q", '[model]\nprefix = "query: "\n')],
         "normalisation": ["--config", _config(tmp_path, "raw", "[model]\nnormalize = false\n")],

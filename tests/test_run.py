@@ -248,6 +248,7 @@ def test_limit_dimensions_float16_no_text(write_parquet, tmp_path: Path) -> None
         quiet=True,
         limit=3,
         dimensions=64,
+        force_dimensions=True,
         dtype="float16",
         no_text=True,
     )
@@ -263,7 +264,9 @@ def test_limit_dimensions_float16_no_text(write_parquet, tmp_path: Path) -> None
 def test_matryoshka_truncation_is_renormalised_prefix(write_parquet, tmp_path: Path) -> None:
     src = write_parquet({"text": TEXTS})
     embedgen.embed_corpus(src, tmp_path / "full.parquet", quiet=True)
-    embedgen.embed_corpus(src, tmp_path / "cut.parquet", quiet=True, dimensions=32)
+    embedgen.embed_corpus(
+        src, tmp_path / "cut.parquet", quiet=True, dimensions=32, force_dimensions=True
+    )
     full = np.array(pq.read_table(tmp_path / "full.parquet").column("embedding").to_pylist())
     cut = np.array(pq.read_table(tmp_path / "cut.parquet").column("embedding").to_pylist())
     expect = full[:, :32] / np.linalg.norm(full[:, :32], axis=1, keepdims=True)

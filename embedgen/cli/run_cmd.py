@@ -68,7 +68,19 @@ def run(
         None, "--dimensions", help="Truncate vectors to N dimensions and renormalise (Matryoshka)."
     ),
     dtype: str | None = typer.Option(
-        None, "--dtype", help="float32 or float16 [default: float32]."
+        None, "--dtype", help="float32 or float16: vectors as cached [default: float32]."
+    ),
+    vector_dtype: str | None = typer.Option(
+        None,
+        "--vector-dtype",
+        help="Output type: float32, float16, int8, uint8, binary or ubinary; the cache "
+        "keeps --dtype [default: --dtype].",
+    ),
+    calibration: str | None = typer.Option(
+        None, "--calibration", help="int8/uint8: reuse the ranges of this embedgen Parquet file."
+    ),
+    force: bool = typer.Option(
+        False, "--force", help="Allow --dimensions on a model not trained for truncation."
     ),
     on_error: str | None = typer.Option(
         None, "--on-error", help="fail or skip malformed JSONL lines [default: fail]."
@@ -135,6 +147,9 @@ def run(
         "limit": limit,
         "dimensions": dimensions,
         "dtype": dtype,
+        "vector_dtype": vector_dtype,
+        "calibration": calibration,
+        "force_dimensions": force or None,
         "on_error": on_error,
         "cache_dir": str(cache_dir) if cache_dir else None,
         "use_cache": False if no_cache else None,

@@ -27,6 +27,9 @@ def lower(value: Any) -> Any:
 Device = Annotated[Literal["auto", "cpu", "cuda", "directml"], BeforeValidator(lower)]
 Pooling = Annotated[Literal["mean", "cls", "model"], BeforeValidator(lower)]
 Dtype = Annotated[Literal["float32", "float16"], BeforeValidator(lower)]
+VectorDtype = Annotated[
+    Literal["float32", "float16", "int8", "uint8", "binary", "ubinary"], BeforeValidator(lower)
+]
 OnError = Annotated[Literal["fail", "skip"], BeforeValidator(lower)]
 GraphOptimization = Annotated[
     Literal["auto", "disable", "basic", "extended", "all"], BeforeValidator(lower)

@@ -107,6 +107,20 @@ HOSTED: tuple[HostedModel, ...] = (
 )
 """Every listed model, in the order ``embedgen models --prices`` shows them."""
 
+MATRYOSHKA = frozenset(
+    {
+        "text-embedding-3-small",
+        "text-embedding-3-large",
+        "voyage-code-3",
+        "voyage-3.5",
+        "voyage-3.5-lite",
+        "voyage-3-large",
+        "embed-v4.0",
+        "gemini-embedding-001",
+    }
+)
+"""Listed models trained for truncation (their APIs take an output dimension)."""
+
 KINDS: dict[str, ProviderKind] = {
     k.kind: k
     for k in (
@@ -173,3 +187,8 @@ def default_tokenizer(kind: str, model: str | None = None) -> str:
 def table_rows() -> list[HostedModel]:
     """Every listed model with its price, in catalog order (``embedgen models --prices``)."""
     return list(HOSTED)
+
+
+def trained_for_truncation(model: str) -> bool | None:
+    """Whether a listed model was trained for truncation (None: not in the catalog)."""
+    return model in MATRYOSHKA if model in _BY_MODEL else None

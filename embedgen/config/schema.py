@@ -27,7 +27,16 @@ from embedgen.config.api import (
     OpenAIConfig,
     VoyageConfig,
 )
-from embedgen.config.base import Device, Dtype, GraphOptimization, OnError, Pooling, Strict, lower
+from embedgen.config.base import (
+    Device,
+    Dtype,
+    GraphOptimization,
+    OnError,
+    Pooling,
+    Strict,
+    VectorDtype,
+    lower,
+)
 from embedgen.config.slots import SlotConfig
 from embedgen.config.windows import DirectMLTable, PerformanceTable, WindowsModelTable
 from embedgen.util.sizes import parse_size
@@ -48,6 +57,13 @@ class RunConfig(Strict):
     sort_window: int = Field(default=2048, gt=0)
     dtype: Dtype = "float32"
     dimensions: int | None = Field(default=None, gt=0)
+    force_dimensions: bool = False
+    """``run --force``: truncate with ``dimensions`` a model not trained for it (Matryoshka)."""
+    vector_dtype: VectorDtype | None = None
+    """The output's vector type; unset: ``dtype``. Not in the cache key: the cache keeps
+    ``dtype`` vectors and switching the output type never re-embeds."""
+    calibration: str | None = None
+    """int8/uint8: an embedgen Parquet file whose ranges (or float vectors) to reuse."""
     on_error: OnError = "fail"
     sparse: bool = False
     colbert: bool = False

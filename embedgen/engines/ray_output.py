@@ -75,6 +75,7 @@ class Rows:
 
 
 def open_file_writer(path: Path, first: Any, rows: Rows, info: Any, max_tokens: int) -> Any:
+    from embedgen.pipeline.vectors import output_format
     from embedgen.pipeline.write import OutputWriter, output_metadata
 
     id_type, keep_schema = rows.schema_args(first)
@@ -88,6 +89,7 @@ def open_file_writer(path: Path, first: Any, rows: Rows, info: Any, max_tokens: 
         with_model="model" in rows.extra_columns,
         with_sparse="sparse" in rows.extra_columns,
         metadata=output_metadata(info, rows.run, max_tokens),
+        vectors=output_format(info, rows.run),
     )
 
 
@@ -100,6 +102,14 @@ class DirSink:
         self.info = info
         self.max_tokens = max_tokens
         self.shards: list[dict[str, Any]] = []
+        from embedgen.pipeline.vectors import output_format
+
+        self.vectors = output_format(info, rows.run)
+        if self.vectors.needs_fit:
+            raise UsageError(
+                f"--vector-dtype {self.vectors.dtype} into a directory of shards needs one "
+                "calibration for every shard: pass --calibration FILE (an earlier output)"
+            )
         self._id_type: Any = None
         self._keep_schema: Any = None
         root.mkdir(parents=True, exist_ok=True)
@@ -126,6 +136,7 @@ class DirSink:
             with_model="model" in self.rows.extra_columns,
             with_sparse="sparse" in self.rows.extra_columns,
             metadata=output_metadata(self.info, self.rows.run, self.max_tokens),
+            vectors=self.vectors,
         )
         try:
             columns, vectors, keep = self.rows.split(table, writer.schema)

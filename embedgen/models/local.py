@@ -47,6 +47,8 @@ class ModelSpec:
     sparse: bool = False
     graph_optimization: str = "all"
     """onnxruntime optimisation level that runs this model fastest (``run`` default "auto")."""
+    matryoshka: bool = False
+    """Trained for truncation: its registry entry lists Matryoshka dims, or its card says so."""
 
 
 def models_dir() -> Path:
@@ -270,6 +272,7 @@ def read_folder(folder: Path, *, name: str, onnx_override: Path | None = None) -
             sha256=sha,
             sparse=manifest.sparse,
             graph_optimization=_manifest_level(manifest),
+            matryoshka=bool(manifest.extra.get("matryoshka_dims")) or _card_says_matryoshka(folder),
         )
     onnx_path = onnx_override or _find_onnx(folder)
     found: Path | None = next(
@@ -291,7 +294,16 @@ def read_folder(folder: Path, *, name: str, onnx_override: Path | None = None) -
         normalize=True,
         max_tokens=_st_max_tokens(folder, found) or 512,
         dim=_st_dim(folder),
+        matryoshka=_card_says_matryoshka(folder),
     )
+
+
+def _card_says_matryoshka(folder: Path) -> bool:
+    """Whether the model card names Matryoshka training (sentence-transformers' cards do)."""
+    try:
+        return "matryoshka" in (folder / "README.md").read_text("utf-8", errors="replace").lower()
+    except OSError:
+        return False
 
 
 def _st_dim(folder: Path) -> int | None:

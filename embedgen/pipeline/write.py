@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from embedgen.errors import EmbedgenError, UsageError
+from embedgen.pipeline import vectors as vec
 from embedgen.util.atomic import replace_durably
 
 _DISK_FULL_ERRNOS = {28, 122}  # ENOSPC, EDQUOT
@@ -38,13 +39,14 @@ class OutputWriter:
         metadata: dict[str, str],
         with_sparse: bool = False,
         colbert_dim: int | None = None,
+        vectors: vec.VectorFormat | None = None,
     ) -> None:
         import pyarrow as pa
 
-        value_type = pa.float16() if dtype == "float16" else pa.float32()
-        self.np_dtype = np.float16 if dtype == "float16" else np.float32
+        self.vectors = vectors or vec.VectorFormat(dtype, dim)
+        self._pending: list[tuple[dict[str, Any], np.ndarray, Any]] = []
         fields = base_fields(id_type, with_text=with_text)
-        fields.append(pa.field("embedding", pa.list_(value_type, dim)))
+        fields.append(pa.field("embedding", self.vectors.arrow_type()))
         if with_sparse:
             fields.append(pa.field("sparse", sparse_type()))
         if colbert_dim is not None:
@@ -76,11 +78,14 @@ class OutputWriter:
         self.rows = 0
         path.parent.mkdir(parents=True, exist_ok=True)
         self._writer: Any = None
-        self._open()
+        if not self.vectors.needs_fit:
+            self._open()
 
     def _open(self) -> None:
         import pyarrow.parquet as pq
 
+        # the vector column described: int8/uint8 once its ranges are fitted
+        self.schema = self.schema.with_metadata(vec.described(self.schema.metadata, self.vectors))
         try:
             # Dictionary encoding suits ids and texts; tried on float vectors it costs ~10x the
             # write time for nothing, so only string columns get it.
@@ -92,14 +97,24 @@ class OutputWriter:
             raise _write_error(self.path, exc) from None
 
     def write(self, columns: dict[str, Any], vectors: np.ndarray, keep: Any = None) -> None:
-        """Append rows: plain columns, an (n, dim) matrix, and passthrough columns."""
-        import pyarrow as pa
+        """Append rows: plain columns, an (n, dim) matrix, passthrough columns (int8/uint8 rows
+        are held until ``CALIBRATION_ROWS`` or the end, to fit ranges)."""
+        self._pending.append((columns, vectors, keep))
+        if (
+            self._writer is not None
+            or sum(len(v) for _, v, _ in self._pending) >= vec.CALIBRATION_ROWS
+        ):
+            self._fit_and_open()
 
-        flat = arrow_array(np.ascontiguousarray(vectors, dtype=self.np_dtype).reshape(-1),
-                           self.schema.field("embedding").type.value_type)  # fmt: skip
-        arrays: dict[str, Any] = dict(columns)
-        arrays["embedding"] = pa.FixedSizeListArray.from_arrays(flat, self.dim)
-        self.write_arrays(arrays, keep)
+    def _fit_and_open(self) -> None:
+        """Write the held rows, first opening the file (int8/uint8: ranges fitted on them)."""
+        pending, self._pending = self._pending, []
+        if self._writer is None:
+            if pending:
+                self.vectors = self.vectors.fitted(np.concatenate([v for _, v, _ in pending]))
+            self._open()
+        for columns, vectors, keep in pending:
+            self.write_arrays({**columns, "embedding": self.vectors.column_array(vectors)}, keep)
 
     def write_arrays(self, arrays: dict[str, Any], keep: Any = None) -> None:
         """Append rows: every column of the schema, as Arrow arrays, plus passthrough."""
@@ -117,6 +132,7 @@ class OutputWriter:
         self.rows += table.num_rows
 
     def finish(self) -> Path:
+        self._fit_and_open()
         try:
             self._writer.close()
             replace_durably(self.tmp, self.path)
@@ -130,6 +146,7 @@ class OutputWriter:
     def abort(self) -> Path | None:
         """Close and keep the rows written so far as ``<stem>.partial.parquet``."""
         try:
+            self._fit_and_open()
             self._writer.close()
         except Exception:
             self.tmp.unlink(missing_ok=True)
@@ -257,7 +274,7 @@ def output_metadata(info: Any, run: Any, max_tokens: int) -> dict[str, str]:
         "kind": info.kind,
         "fingerprint": info.fingerprint,
         "dim": str(info.dim),
-        "dtype": run.dtype,
+        "dtype": run.vector_dtype or run.dtype,
         "max_tokens": str(max_tokens),
         "overlap": str(run.overlap),
         "version": __version__,
@@ -296,6 +313,7 @@ def open_writer(
         with_sparse="sparse" in extra_columns,
         colbert_dim=int(info.details["colbert_dim"]) if "colbert" in extra_columns else None,
         metadata=output_metadata(info, run, max_tokens),
+        vectors=vec.output_format(info, run),
     )
 
 

@@ -46,6 +46,7 @@ def build_onnx(cfg: Config, model_cfg: OnnxConfig, name: str) -> Provider:
         batch_tokens=cfg.run.batch_tokens,
         sparse=cfg.run.sparse,
         colbert=cfg.run.colbert,
+        force_dimensions=cfg.run.force_dimensions,
     )
 
 
@@ -64,5 +65,7 @@ def build_member(cfg: Config, name: str) -> Provider:
     if pcfg.kind == "onnx":
         return build_onnx(cfg, pcfg, name)
     from embedgen.providers.api_factory import build_api_provider
+    from embedgen.providers.truncation import check_api_dimensions
 
+    check_api_dimensions(name, pcfg, force=cfg.run.force_dimensions)
     return build_api_provider(name, pcfg)

@@ -20,6 +20,7 @@ from embedgen.models.local import ModelSpec, identity_sha256, sha256_file
 from embedgen.providers.base import Batch, EmbedResult, Provider, ProviderInfo
 from embedgen.providers.hf_tokenizer import HFTokenizer
 from embedgen.providers.onnx_device import DeviceChoice, select_device
+from embedgen.providers.truncation import check_dimensions
 
 if TYPE_CHECKING:
     from embedgen.config import OnnxConfig
@@ -95,6 +96,7 @@ class OnnxProvider(Provider):
         available: list[str] | None = None,
         sparse: bool = False,
         colbert: bool = False,
+        force_dimensions: bool = False,
     ) -> None:
         import onnxruntime as ort
 
@@ -140,8 +142,8 @@ class OnnxProvider(Provider):
         # The session is loaded when a batch first needs it (a fully cached run never does),
         # unless the vector size is only known by running the model once.
         full_dim = spec.dim if spec.dim and not sparse else self._probe_dim()
-        if dimensions is not None and dimensions > full_dim:
-            raise ModelError(f"--dimensions {dimensions} exceeds the model's dimension {full_dim}")
+        trained = spec.matryoshka or force_dimensions
+        check_dimensions(dimensions, full_dim, spec.name, trained=trained)
         dim = dimensions or full_dim
         fingerprint = model_fingerprint(
             spec,

@@ -1,0 +1,141 @@
+"""``run --vector-dtype``: every output type written, described, read back as float.
+
+The default model on the built-in sample sentences; the float32 output of the same run is
+the reference each type must come back close to.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+import embedgen
+from embedgen.cli import app
+from embedgen.pipeline.vectors import column_format, read_float
+from embedgen.util.quantize import VECTOR_DTYPES, Ranges, bytes_per_vector, decode, encode
+
+SAMPLE = Path(embedgen.__file__).parent / "data" / "sample" / "sentences.txt"
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def texts() -> list[str]:
+    return [t for t in SAMPLE.read_text("utf-8").splitlines() if t.strip()][:200]
+
+
+def _run(src: Path, out: Path, **options: object) -> Any:
+    return embedgen.embed_corpus(src, out, quiet=True, **options)
+
+
+def test_every_type_reads_back_within_its_precision_and_never_re_embeds(
+    write_parquet, tmp_path: Path, texts: list[str]
+) -> None:
+    src = write_parquet({"text": texts})
+    first = _run(src, tmp_path / "float32.parquet")
+    assert first.computed > 0
+    ref = read_float(tmp_path / "float32.parquet")
+    sizes = {}
+    for dtype in VECTOR_DTYPES[1:]:
+        out = tmp_path / f"{dtype}.parquet"
+        s = _run(src, out, vector_dtype=dtype)
+        assert s.computed == 0, f"{dtype}: switching the output type re-embedded"
+        back = read_float(out)
+        assert back.shape == ref.shape
+        meta = pq.read_schema(out).metadata
+        described = json.loads(meta[b"embedgen.vectors"])["embedding"]
+        assert described["dtype"] == dtype and described["dim"] == 384
+        assert json.loads(meta[b"embedgen"])["dtype"] == dtype
+        if dtype == "float16":
+            assert np.abs(back - ref).max() < 1e-3
+        elif dtype in ("int8", "uint8"):
+            step = np.asarray(described["ranges"]["step"], dtype=np.float32)
+            rng = ref.max(axis=0) - ref.min(axis=0)
+            assert np.allclose(step * 255, rng, rtol=1e-5, atol=1e-7)
+            err = np.abs(back - ref).max(axis=0)
+            assert (err <= rng / 255 + 1e-6).all(), "int8 error above range/255"
+            assert "first 200 chunks" in described["ranges"]["source"]
+        else:
+            assert np.array_equal(back, np.where(ref > 0, 1.0, -1.0))
+            width = pq.read_schema(out).field("embedding").type.byte_width
+            assert width == 384 // 8
+        sizes[dtype] = out.stat().st_size
+    assert sizes["binary"] < sizes["int8"] < sizes["float16"]
+
+
+def test_binary_composes_with_dimensions(write_parquet, tmp_path: Path, texts: list[str]) -> None:
+    src = write_parquet({"text": texts[:20]})
+    out = tmp_path / "b.parquet"
+    _run(src, out, vector_dtype="binary", dimensions=128, force_dimensions=True)
+    cut = read_float(out)
+    _run(src, tmp_path / "f.parquet", dimensions=128, force_dimensions=True)
+    assert cut.shape == (20, 128)
+    assert np.array_equal(cut, np.where(read_float(tmp_path / "f.parquet") > 0, 1.0, -1.0))
+    assert column_format(pq.read_schema(out).metadata).dim == 128
+
+
+def test_calibration_file_is_reused(write_parquet, tmp_path: Path, texts: list[str]) -> None:
+    _run(write_parquet({"text": texts}), tmp_path / "a.parquet", vector_dtype="uint8")
+    other = write_parquet({"text": texts[:7]}, name="other.parquet")
+    _run(
+        other, tmp_path / "b.parquet", vector_dtype="uint8", calibration=str(tmp_path / "a.parquet")
+    )
+    a, b = (
+        column_format(pq.read_schema(tmp_path / n).metadata) for n in ("a.parquet", "b.parquet")
+    )
+    assert a.ranges is not None and b.ranges is not None
+    assert np.array_equal(a.ranges.start, b.ranges.start)
+    assert np.array_equal(a.ranges.step, b.ranges.step)
+
+
+def test_rows_held_for_calibration_keep_their_order(write_parquet, tmp_path: Path) -> None:
+    texts = [f"sentence number {i} about topic {i % 7}" for i in range(150)]
+    src = write_parquet({"text": texts})
+    _run(src, tmp_path / "q.parquet", vector_dtype="int8", sort_window=20)
+    _run(src, tmp_path / "f.parquet", sort_window=20)
+    table = pq.read_table(tmp_path / "q.parquet")
+    assert table.column("text").to_pylist() == texts
+    assert (
+        np.abs(read_float(tmp_path / "q.parquet") - read_float(tmp_path / "f.parquet")).max() < 0.01
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--vector-dtype", "int4"], ["--vector-dtype", "int4", "binary"]),
+        (["--vector-dtype", "binary", "--dimensions", "100", "--force"], ["divisible by 8"]),
+        (["--dimensions", "1000"], ["1000", "384"]),
+        (["--dimensions", "128"], ["not trained", "--force"]),
+    ],
+)
+def test_bad_input_exits_2(
+    write_parquet, tmp_path: Path, args: list[str], words: list[str]
+) -> None:
+    src = write_parquet({"text": ["one text"]})
+    result = runner.invoke(app, ["run", str(src), "-o", str(tmp_path / "o.parquet"), "-q", *args])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: ") and "Traceback" not in result.output
+    for word in words:
+        assert word in result.output
+
+
+def test_codes_round_trip() -> None:
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=(50, 16)).astype(np.float32)
+    ranges = Ranges.fit(v, "test")
+    for dtype in ("int8", "uint8"):
+        back = decode(encode(v, dtype, ranges), dtype, ranges)
+        assert (np.abs(back - v) <= ranges.step / 2 + 1e-6).all()
+    assert np.array_equal(encode(v * 100, "int8", ranges).min(axis=0), np.full(16, -128))
+    bits = np.packbits(v > 0, axis=-1)
+    assert np.array_equal(encode(v, "ubinary"), bits)
+    assert np.array_equal(encode(v, "binary").astype(np.int16) + 128, bits)
+    for dtype in ("binary", "ubinary"):
+        assert np.array_equal(decode(encode(v, dtype), dtype), np.where(v > 0, 1.0, -1.0))
+    assert [bytes_per_vector(d, 384) for d in VECTOR_DTYPES] == [1536, 768, 384, 384, 48, 48]
