@@ -33,6 +33,8 @@ class EmbedgenError(Exception):
     """Base of every error embedgen reports to the user."""
 
     exit_code = 1
+    warning = False
+    """True: the command did its work, and the message is printed as ``warning: ...``."""
 
 
 class UsageError(EmbedgenError):
@@ -127,7 +129,10 @@ class BudgetExceeded(EmbedgenError):
 
 
 class SkippedDocuments(EmbedgenError):
+    """The run finished; some documents were skipped. A warning, not an error."""
+
     exit_code = 4
+    warning = True
 
 
 class LockHeld(EmbedgenError):

@@ -335,7 +335,7 @@ def test_invalid_utf8_in_a_parquet_string_column_is_skipped(tmp_path: Path) -> N
     texts = pq.read_table(tmp_path / "corpus.embeddings.parquet").column("text").to_pylist()
     assert texts == ["good text", "more"]
     skipped = (tmp_path / "corpus.embeddings.skipped.jsonl").read_text()
-    assert "not valid UTF-8" in skipped and '"row": 1' in skipped
+    assert "not valid UTF-8" in skipped and '"row": 2' in skipped
 
 
 @pytest.mark.parametrize("name", ["corpus.jsonl", "corpus.jsonl.gz"])
@@ -400,3 +400,42 @@ def test_arrow_columns_built_from_buffers_equal_pa_array() -> None:
         arrow_array([True, 2], pa.int64())  # a bool is not taken for an int on the way
     assert id_arrow_type([1, 2]) == pa.int64() and id_arrow_type(["a"]) == pa.string()
     assert id_arrow_type([1.5, 2.0]) == pa.float64() and id_arrow_type([True]) == pa.bool_()
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_an_input_column_named_id_gives_the_ids_and_the_run_says_so(
+    fmt: str, write_jsonl, write_parquet, tmp_path: Path
+) -> None:
+    ids = ["doc-a", "doc-b", "doc-c"]
+    if fmt == "jsonl":
+        src = write_jsonl([json.dumps({"id": i, "text": t}) for i, t in zip(ids, TEXTS)])
+    else:
+        src = write_parquet({"id": ids, "text": TEXTS[:3]})
+    out = tmp_path / "out.parquet"
+    result = runner.invoke(app, ["run", str(src), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert pq.read_table(out).column("id").to_pylist() == ids
+    assert "ids from the input's 'id' column" in result.output
+    plain = tmp_path / "plain.jsonl"
+    plain.write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS))
+    assert invoke(str(plain), "-o", str(out)).exit_code == 0
+    assert pq.read_table(out).column("id").to_pylist() == [0, 1, 2, 3]  # row numbers
+
+
+def test_skipped_rows_and_lines_count_from_one_and_exit_4_is_a_warning(
+    write_jsonl, write_parquet, tmp_path: Path
+) -> None:
+    src = write_jsonl([json.dumps({"text": t}) for t in ["one", "", "three", "   "]])
+    result = invoke(str(src))
+    assert result.exit_code == 4, result.output
+    assert "warning: 2 document(s) skipped" in result.output
+    assert "error:" not in result.output
+    listed = [
+        json.loads(x)
+        for x in (tmp_path / "corpus.embeddings.skipped.jsonl").read_text().splitlines()
+    ]
+    assert [(x["row"], x["line"]) for x in listed] == [(2, 2), (4, 4)]
+    pq_src = write_parquet({"text": ["one", None, "three"]})
+    assert invoke(str(pq_src)).exit_code == 4
+    (rec,) = (tmp_path / "corpus.embeddings.skipped.jsonl").read_text().splitlines()
+    assert json.loads(rec)["row"] == 2  # the second row

@@ -25,13 +25,13 @@ class _Group(TyperGroup):
     _flags_fixed = False
 
     def invoke(self, ctx: Any) -> Any:
-        from embedgen.cli.output import error, log_unexpected, logging_session
+        from embedgen.cli.output import error, log_unexpected, logging_session, warn
 
         with logging_session():
             try:
                 return super().invoke(ctx)
             except EmbedgenError as exc:
-                error(str(exc))
+                (warn if exc.warning else error)(str(exc))
                 raise typer.Exit(exc.exit_code) from None
             except KeyboardInterrupt:
                 error("interrupted; embedded chunks are kept in the cache, re-run to continue")

@@ -38,7 +38,9 @@ def run(
         None, "--text-column", help="Column with the text [default: text]."
     ),
     id_column: str | None = typer.Option(
-        None, "--id-column", help="Column with document ids [default: row numbers]."
+        None,
+        "--id-column",
+        help="Column with document ids [default: id when every input has it, else row numbers].",
     ),
     keep: str | None = typer.Option(
         None, "--keep", help="Comma-separated input columns to copy to every chunk row."

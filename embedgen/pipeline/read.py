@@ -11,7 +11,7 @@ import glob as globlib
 import gzip
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,11 +67,13 @@ class Skip:
     reason: str
     file: str
     row: int
+    """0-based over all inputs (the row-number id); the sidecar file counts from 1."""
     id: Any = None
     line: int | None = None
 
     def to_json(self) -> str:
-        data = {"id": self.id, "file": self.file, "row": self.row, "reason": self.reason}
+        # rows count from 1, as lines do: row 1 is the input's first row
+        data = {"id": self.id, "file": self.file, "row": self.row + 1, "reason": self.reason}
         if self.line is not None:
             data["line"] = self.line
         return json.dumps(data, default=str, ensure_ascii=False)
@@ -123,6 +125,27 @@ def count_rows(paths: list[Path]) -> int | None:
         except Exception:
             return None
     return total
+
+
+def has_column(paths: Sequence[Path], name: str) -> bool:
+    """Whether every input has a column ``name`` (a JSONL file: its first record has it)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for path in paths:
+        try:
+            if input_format(path) == "parquet":
+                if name not in pq.ParquetFile(path).schema_arrow.names:
+                    return False
+                continue
+            with _open_text(path) as fh:
+                first = next((raw for raw in fh if raw.strip()), b"")
+            rec = _parse_line(first.removeprefix(_BOM))[0]
+        except (pa.ArrowException, OSError, EOFError, gzip.BadGzipFile, InputError):
+            return False  # the reader reports it, with its own message
+        if not isinstance(rec, dict) or name not in rec:
+            return False
+    return bool(paths)
 
 
 def read_documents(paths: list[Path], opts: ReadOptions) -> Iterator[DocBatch]:

@@ -7,13 +7,16 @@ never receiving an open handle.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from embedgen.config import Config, OnnxConfig, RunConfig, apply_overrides, load
 from embedgen.errors import ConfigError
-from embedgen.pipeline.read import discover_inputs
+from embedgen.pipeline.read import discover_inputs, has_column
+
+log = logging.getLogger("embedgen")
 
 _ALIASES = {"threads": "num_threads", "model_path": "model"}
 
@@ -37,6 +40,9 @@ class RunSpec:
         """The effective config, the input files and the output path of a run."""
         cfg = resolve_config(config, model, options or {})
         paths = discover_inputs(input)
+        if cfg.run.id_column is None and has_column(paths, "id"):
+            cfg.run.id_column = "id"
+            log.info("ids from the input's 'id' column (--id-column names another)")
         out = Path(output) if output is not None else default_output(paths, input)
         return cls(cfg, tuple(paths), out)
 
