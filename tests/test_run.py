@@ -439,3 +439,12 @@ def test_skipped_rows_and_lines_count_from_one_and_exit_4_is_a_warning(
     assert invoke(str(pq_src)).exit_code == 4
     (rec,) = (tmp_path / "corpus.embeddings.skipped.jsonl").read_text().splitlines()
     assert json.loads(rec)["row"] == 2  # the second row
+
+
+def test_an_empty_input_warns_that_it_has_no_documents(write_jsonl, tmp_path: Path) -> None:
+    src = write_jsonl(["", "   "])
+    out = tmp_path / "out.parquet"
+    result = invoke(str(src), "-o", str(out))
+    assert result.exit_code == 0, result.output
+    assert "WARNING the input has no documents" in result.output
+    assert pq.read_table(out).num_rows == 0

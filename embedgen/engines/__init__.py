@@ -7,6 +7,7 @@ Both run the same stages (:mod:`embedgen.pipeline`) from the same picklable
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -61,7 +62,12 @@ def embed_corpus(
         os.environ,
     )
     mode = Progress.choose_mode(quiet) if progress is None else progress
-    return run_spec(spec, mode, opts, dataset=is_dir_output(output))
+    summary = run_spec(spec, mode, opts, dataset=is_dir_output(output))
+    if summary.documents == 0 and summary.skipped == 0:  # an empty file, or a wrong glob
+        logging.getLogger("embedgen").warning(
+            f"the input has no documents ({', '.join(map(str, spec.paths))}): the output has 0 rows"
+        )
+    return summary
 
 
 def is_dir_output(output: str | Path | None) -> bool:
