@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
 from embedgen import __version__
@@ -27,12 +28,13 @@ def test_help_lists_commands() -> None:
         assert command in result.output
 
 
-def test_help_does_not_import_heavy_modules() -> None:
+@pytest.mark.parametrize("args", [["--help"], ["models"], ["run", "--help"]])
+def test_help_and_models_do_not_import_heavy_modules(args: list[str]) -> None:
     code = (
         "import sys, json\n"
         "from embedgen.cli import main\n"
         "try:\n"
-        "    main(['--help'])\n"
+        f"    main({args!r})\n"
         "except SystemExit:\n"
         "    pass\n"
         "heavy = ['onnxruntime', 'pyarrow', 'httpx', 'lmdb', 'huggingface_hub', 'tokenizers',"

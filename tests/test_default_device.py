@@ -23,6 +23,9 @@ def test_the_default_runs_its_int8_variant_on_cpu_only(
 ) -> None:
     import onnxruntime
 
+    from embedgen.providers import onnx_device
+
+    monkeypatch.setattr(onnx_device, "may_offer_gpu", lambda: True)  # as if a GPU build
     monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: list(available))
     cfg = load(None)
     cfg.model.device = device  # type: ignore[assignment]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from embedgen.errors import DeviceUnavailableError
@@ -67,3 +69,17 @@ def test_forced_fallback_in_a_real_run_warns_and_embeds(write_parquet, tmp_path)
     result = CliRunner().invoke(app, ["run", str(src), "-c", str(cfg)])
     assert result.exit_code == 0, result.output
     assert "not available" in result.output and "running on CPU" in result.output
+
+
+def test_gpu_builds_are_told_from_their_provider_libraries(tmp_path: Path) -> None:
+    from embedgen.providers.onnx_device import available_providers, gpu_libraries_in
+
+    cpu, cuda, dml = (tmp_path / n for n in ("cpu", "cuda", "dml"))
+    for folder, lib in ((cpu, "libonnxruntime.so.1"), (cuda, "libonnxruntime_providers_cuda.so"),
+                        (dml, "DirectML.dll")):  # fmt: skip
+        folder.mkdir()
+        (folder / lib).write_bytes(b"")
+    assert not gpu_libraries_in(cpu)
+    assert gpu_libraries_in(cuda) and gpu_libraries_in(dml)
+    assert gpu_libraries_in(tmp_path / "missing")  # unknown layout: onnxruntime answers
+    assert available_providers("cpu") == ["CPUExecutionProvider"]

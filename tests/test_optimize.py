@@ -285,6 +285,28 @@ def test_default_variant_is_built_once_and_rebuilt_when_altered(
     assert original.sha256 == DEFAULT_SHA256 and original.onnx_path != again.onnx_path
 
 
+def test_an_unchanged_default_variant_is_not_hashed_again(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from embedgen.models import local
+
+    spec = resolve_model(None)
+    calls: list[Path] = []
+    original = local.sha256_file
+
+    def counting(path: Path, chunk: int = 1 << 20) -> str:
+        calls.append(path)
+        return original(path, chunk)
+
+    monkeypatch.setattr(local, "sha256_file", counting)
+    assert resolve_model(None).sha256 == spec.sha256 and calls == []  # known by its stat
+    copy = spec.onnx_path.with_name("copy.onnx")  # same bytes, another inode (conftest links)
+    shutil.copyfile(spec.onnx_path, copy)
+    copy.replace(spec.onnx_path)  # read once, then known again
+    assert resolve_model(None).sha256 == spec.sha256 and calls == [spec.onnx_path]
+    assert resolve_model(None).sha256 == spec.sha256 and len(calls) == 1
+
+
 def test_default_and_original_have_different_cache_fingerprints() -> None:
     from embedgen.config import OnnxConfig
     from embedgen.providers.onnx import OnnxProvider

@@ -93,6 +93,26 @@ def test_a_fully_cached_rerun_never_loads_the_model(
     assert _rows(tmp_path / "a.parquet")[0].equals(_rows(tmp_path / "b.parquet")[0])
 
 
+def test_a_fully_cached_rerun_imports_no_onnxruntime(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    src = _corpus(tmp_path / "c.parquet", _texts(20))
+    embedgen.embed_corpus(src, tmp_path / "a.parquet", quiet=True)
+    code = (
+        "import sys\n"
+        "from embedgen.cli import main\n"
+        "try:\n"
+        f"    main(['run', {str(src)!r}, '-o', {str(tmp_path / 'b.parquet')!r}, '--quiet'])\n"
+        "except SystemExit as exc:\n"
+        "    assert not exc.code, exc.code\n"
+        "print('onnxruntime' in sys.modules, 'onnx' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "False"]
+
+
 def test_a_cleared_vector_is_recomputed_from_a_known_document(tmp_path: Path) -> None:
     from embedgen.cache import CacheAdmin, resolve_cache_dir
 

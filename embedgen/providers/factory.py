@@ -21,9 +21,9 @@ def _on_gpu(model_cfg: OnnxConfig) -> bool:
         return True
     if model_cfg.device != "auto":
         return False
-    import onnxruntime as ort
+    from embedgen.providers.onnx_device import available_providers
 
-    return any(p in ort.get_available_providers() for p in _GPU_PROVIDERS)
+    return any(p in available_providers("auto") for p in _GPU_PROVIDERS)
 
 
 def build_onnx(cfg: Config, model_cfg: OnnxConfig, name: str) -> Provider:

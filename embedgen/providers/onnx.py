@@ -19,7 +19,7 @@ from embedgen.errors import ModelError, ProviderError
 from embedgen.models.local import ModelSpec, identity_sha256, sha256_file
 from embedgen.providers.base import Batch, EmbedResult, Provider, ProviderInfo
 from embedgen.providers.hf_tokenizer import HFTokenizer
-from embedgen.providers.onnx_device import DeviceChoice, select_device
+from embedgen.providers.onnx_device import DeviceChoice, available_providers, select_device
 from embedgen.providers.truncation import check_dimensions
 
 if TYPE_CHECKING:
@@ -98,8 +98,6 @@ class OnnxProvider(Provider):
         colbert: bool = False,
         force_dimensions: bool = False,
     ) -> None:
-        import onnxruntime as ort
-
         self.spec = spec
         self.cfg = cfg
         if spec.folder is None and spec.sha256:
@@ -111,7 +109,7 @@ class OnnxProvider(Provider):
                 )
         self.choice: DeviceChoice = select_device(
             cfg.device,
-            available if available is not None else ort.get_available_providers(),
+            available if available is not None else available_providers(cfg.device),
             force_cpu_fallback=cfg.force_cpu_fallback,
             device_id=cfg.device_id,
             adapter_id=cfg.adapter_id,

@@ -6,7 +6,9 @@ without a GPU: tests pass a fake ``available`` list here, not to a session.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from embedgen.errors import DeviceUnavailableError
@@ -17,6 +19,8 @@ EP = {
     "cpu": "CPUExecutionProvider",
 }
 ORT_PACKAGES = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-openvino")
+GPU_LIBRARY_MARKS = ("providers_cuda", "providers_tensorrt", "providers_rocm", "directml")
+"""Parts of the file names that onnxruntime builds with a GPU provider ship in ``capi/``."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,43 @@ def installed_ort_packages() -> list[str]:
         except metadata.PackageNotFoundError:
             continue
     return found
+
+
+def may_offer_gpu() -> bool:
+    """Whether the installed onnxruntime could offer a GPU provider, told without importing it.
+
+    GPU builds ship their provider libraries (``libonnxruntime_providers_cuda.so``,
+    ``DirectML.dll`` ...) in ``onnxruntime/capi``; the CPU package has none. Importing
+    onnxruntime to ask costs a fully cached run 0.1-0.2 s it never needs otherwise.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("onnxruntime")
+    if spec is None:
+        return False
+    return any(gpu_libraries_in(Path(p) / "capi") for p in spec.submodule_search_locations or ())
+
+
+def available_providers(requested: str) -> list[str]:
+    """The execution providers :func:`select_device` chooses from for ``requested``.
+
+    For ``cpu``, and for ``auto`` without a GPU build installed, that is the CPU alone,
+    known without importing onnxruntime.
+    """
+    if requested == "cpu" or (requested == "auto" and not may_offer_gpu()):
+        return [EP["cpu"]]
+    import onnxruntime as ort
+
+    return list(ort.get_available_providers())
+
+
+def gpu_libraries_in(capi: Path) -> bool:
+    """Whether ``capi`` holds a GPU provider library (True when it cannot be listed)."""
+    try:
+        names = [n.lower() for n in os.listdir(capi)]
+    except OSError:
+        return True  # an unknown layout: let onnxruntime itself answer
+    return any(mark in n for n in names for mark in GPU_LIBRARY_MARKS)
 
 
 def _describe_install(available: list[str], packages: list[str] | None) -> str:
