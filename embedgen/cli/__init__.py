@@ -33,8 +33,11 @@ class _Group(TyperGroup):
             except EmbedgenError as exc:
                 (warn if exc.warning else error)(str(exc))
                 raise typer.Exit(exc.exit_code) from None
-            except KeyboardInterrupt:
-                error("interrupted; embedded chunks are kept in the cache, re-run to continue")
+            except KeyboardInterrupt as exc:  # a run notes what it kept in the args
+                kept = f" ({exc.args[0]})" if exc.args else ""
+                error(
+                    f"interrupted{kept}; embedded chunks are kept in the cache, re-run to continue"
+                )
                 raise typer.Exit(130) from None
             except Exception as exc:
                 log_unexpected(exc)

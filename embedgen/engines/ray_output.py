@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from embedgen.engines.ray_units import KEEP_PREFIX
-from embedgen.errors import EmbedgenError, UsageError
+from embedgen.errors import UsageError
 
 DESCRIPTION = "_embedgen.json"
 
@@ -222,8 +222,10 @@ class Sink:
                 self.writer.finish()
         except BaseException as exc:
             kept = self.writer.abort() if self.writer is not None else None
-            if kept is not None and isinstance(exc, EmbedgenError):
-                exc.args = (f"{exc.args[0]} (rows written so far are in {kept})",)
+            if kept is not None:
+                from embedgen.pipeline.write import note_kept
+
+                note_kept(exc, f"rows written so far are in {kept}")
             raise
         finally:
             progress.close()

@@ -27,7 +27,7 @@ import numpy as np
 
 from embedgen.batch.pack import Item
 from embedgen.config import RunConfig
-from embedgen.errors import BudgetExceeded, EmbedgenError
+from embedgen.errors import BudgetExceeded
 from embedgen.pipeline.lookup import Held, Lookup, distinct
 from embedgen.pipeline.progress import Counters, Progress
 from embedgen.pipeline.read import Skip, count_rows
@@ -35,7 +35,13 @@ from embedgen.pipeline.spec import RunSpec, extra_columns
 from embedgen.pipeline.store import Store
 from embedgen.pipeline.summary import RunSummary
 from embedgen.pipeline.windows import Window, Windows, make_chunker, read_options
-from embedgen.pipeline.write import OutputWriter, QueuedWrites, open_writer, window_columns
+from embedgen.pipeline.write import (
+    OutputWriter,
+    QueuedWrites,
+    note_kept,
+    open_writer,
+    window_columns,
+)
 from embedgen.router import Router
 
 log = logging.getLogger("embedgen")
@@ -223,8 +229,7 @@ class LocalRun:
             self._writes.drain(check=False)
             kept = self.writer.abort() if self.writer is not None else None
             self.store.close()
-            if isinstance(exc, EmbedgenError):
-                exc.args = (f"{exc.args[0]} ({self._kept(kept)})",)
+            note_kept(exc, self._kept(kept))
             raise
         finally:
             stop.set()
