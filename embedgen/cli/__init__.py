@@ -114,6 +114,7 @@ def _register() -> None:
         cost_cmd,
         doctor_cmd,
         download_cmd,
+        eval_cmd,
         optimize_cmd,
         run_cmd,
         schedule_cmd,
@@ -124,6 +125,7 @@ def _register() -> None:
     for module in (cost_cmd, budget_cmd, batches_cmd):
         module.register(app)
     optimize_cmd.register(app)
+    eval_cmd.register(app)
 
 
 _register()
