@@ -152,3 +152,14 @@ EXIT_BUDGET = 3
 EXIT_SKIPPED = 4
 EXIT_LOCKED = 5
 EXIT_PENDING = 6
+
+
+def note_kept(exc: BaseException, note: str) -> None:
+    """Add what a failed or interrupted run kept (``note``) to the message of ``exc``.
+
+    A KeyboardInterrupt carries it as its only argument, which the CLI prints.
+    """
+    if isinstance(exc, EmbedgenError):
+        exc.args = (f"{exc.args[0]} ({note})",)
+    elif isinstance(exc, KeyboardInterrupt):
+        exc.args = (note,)

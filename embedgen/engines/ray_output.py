@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from embedgen.engines.ray_units import KEEP_PREFIX
-from embedgen.errors import UsageError
+from embedgen.errors import UsageError, note_kept
 
 DESCRIPTION = "_embedgen.json"
 
@@ -223,8 +223,6 @@ class Sink:
         except BaseException as exc:
             kept = self.writer.abort() if self.writer is not None else None
             if kept is not None:
-                from embedgen.pipeline.write import note_kept
-
                 note_kept(exc, f"rows written so far are in {kept}")
             raise
         finally:

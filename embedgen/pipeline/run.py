@@ -27,7 +27,7 @@ import numpy as np
 
 from embedgen.batch.pack import Item
 from embedgen.config import RunConfig
-from embedgen.errors import BudgetExceeded
+from embedgen.errors import BudgetExceeded, note_kept
 from embedgen.pipeline.lookup import Held, Lookup, distinct
 from embedgen.pipeline.progress import Counters, Progress
 from embedgen.pipeline.read import Skip, count_rows
@@ -35,13 +35,7 @@ from embedgen.pipeline.spec import RunSpec, extra_columns
 from embedgen.pipeline.store import Store
 from embedgen.pipeline.summary import RunSummary
 from embedgen.pipeline.windows import Window, Windows, make_chunker, read_options
-from embedgen.pipeline.write import (
-    OutputWriter,
-    QueuedWrites,
-    note_kept,
-    open_writer,
-    window_columns,
-)
+from embedgen.pipeline.write import OutputWriter, QueuedWrites, open_writer, window_columns
 from embedgen.router import Router
 
 log = logging.getLogger("embedgen")

@@ -249,16 +249,6 @@ def colbert_array(values: list[np.ndarray | None], dim: int) -> Any:
     return pa.ListArray.from_arrays(arrow_array(offsets, pa.int32()), inner, mask=mask)
 
 
-def note_kept(exc: BaseException, note: str) -> None:
-    """Add what a failed or interrupted run kept (``note``) to the message of ``exc``."""
-    from embedgen.errors import EmbedgenError
-
-    if isinstance(exc, EmbedgenError):
-        exc.args = (f"{exc.args[0]} ({note})",)
-    elif isinstance(exc, KeyboardInterrupt):
-        exc.args = (note,)
-
-
 def partial_path(path: Path) -> Path:
     return path.with_name(path.name.removesuffix(".parquet") + ".partial.parquet")
 
