@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -130,6 +131,7 @@ def run(
     from embedgen.cli.output import add_log_file, set_quiet
     from embedgen.config import load
 
+    started = time.perf_counter()  # the summary's seconds count from the command's start
     set_quiet(quiet)
     if log_file:  # before the config, so a bad config is logged too
         add_log_file(log_file)
@@ -164,7 +166,7 @@ def run(
         "gpus_per_worker": gpus_per_worker,
         "batch_wait": False if no_wait else None,
     }
-    _embed_and_report(input, output, cfg, model, quiet, options)
+    _embed_and_report(input, output, cfg, model, quiet, options, started)
 
 
 def _embed_and_report(
@@ -174,11 +176,13 @@ def _embed_and_report(
     model: str | None,
     quiet: bool,
     options: dict[str, Any],
+    started: float,
 ) -> None:
     from embedgen.cli.output import stderr
     from embedgen.engines import embed_corpus
 
     summary = embed_corpus(input, output, config=cfg, model=model, quiet=quiet, **options)
+    summary.timed(started)
     if not quiet:
         for line in summary.lines():
             stderr.print(line, highlight=False, markup=False)

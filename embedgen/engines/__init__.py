@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,11 +45,13 @@ def embed_corpus(
     The engine is ``engine`` / the ``[engine]`` table (``local`` by default); ``output``
     ending in ``/`` (or an existing directory) asks the Ray engine for a Parquet dataset of
     shards instead of one file. Skipped documents are counted in the summary and listed
-    beside the output.
+    beside the output. The summary's ``seconds`` are wall time from this call, model
+    preparation and Ray start-up included.
     """
     from embedgen.pipeline.progress import Progress
     from embedgen.pipeline.spec import RunSpec
 
+    started = time.perf_counter()
     spec = RunSpec.resolve(input, output, config=config, model=model, options=options)
     opts = EngineOptions.resolve(
         spec.cfg.engine,
@@ -63,6 +66,7 @@ def embed_corpus(
     )
     mode = Progress.choose_mode(quiet) if progress is None else progress
     summary = run_spec(spec, mode, opts, dataset=is_dir_output(output))
+    summary.timed(started)
     if summary.documents == 0 and summary.skipped == 0:  # an empty file, or a wrong glob
         logging.getLogger("embedgen").warning(
             f"the input has no documents ({', '.join(map(str, spec.paths))}): the output has 0 rows"

@@ -17,6 +17,9 @@ class RunSummary:
     cached: int = 0
     computed: int = 0
     seconds: float = 0.0
+    """Wall time of the whole run (see :meth:`timed`)."""
+    embed_seconds: float = 0.0
+    """Of which reading, embedding and writing: without model preparation or Ray start-up."""
     skipped_path: Path | None = None
     model: str = ""
     dim: int = 0
@@ -55,6 +58,13 @@ class RunSummary:
             mixed_models=mixed_models,
         )
 
+    def timed(self, started: float) -> None:
+        """Report wall time since ``started`` (``time.perf_counter()``), the run's own part kept."""
+        import time
+
+        self.embed_seconds = self.embed_seconds or self.seconds
+        self.seconds = max(time.perf_counter() - started, self.seconds)
+
     @property
     def chunks_per_s(self) -> float:
         return self.chunks / self.seconds if self.seconds > 0 else 0.0
@@ -80,7 +90,12 @@ class RunSummary:
             f"tokens:    {self.tokens:,}",
             f"skipped:   {self.skipped:,}"
             + (f" (listed in {self.skipped_path})" if self.skipped_path else ""),
-            f"seconds:   {self.seconds:,.1f} ({self.chunks_per_s:,.1f} chunks/s)",
+            f"seconds:   {self.seconds:,.1f} ({self.chunks_per_s:,.1f} chunks/s"
+            + (
+                f"; {self.embed_seconds:,.1f} reading, embedding and writing)"
+                if self.embed_seconds
+                else ")"
+            ),
             f"model:     {self.model} ({self.dim}-d)",
             f"output:    {self.output}",
         ]
