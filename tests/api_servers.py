@@ -6,8 +6,10 @@ One :class:`ApiServer` speaks one protocol:
   ``Authorization: Bearer``; ``dimensions`` sets the vector size.
 - ``azure``: ``POST /openai/deployments/{deployment}/embeddings?api-version=...``,
   ``api-key`` header.
-- ``voyage``: ``POST /v1/embeddings`` with ``input_type`` and ``output_dimension``.
-- ``cohere``: ``POST /v2/embed`` answering ``embeddings.float``.
+- ``voyage``: ``POST /v1/embeddings`` with ``input_type``, ``output_dimension`` and
+  ``output_dtype`` (float, or :func:`quantized`: int8, uint8, binary, ubinary).
+- ``cohere``: ``POST /v2/embed`` answering ``embeddings.<type>`` for each of
+  ``embedding_types``.
 
 Vectors are deterministic (:func:`vector_for`: a hash of model and text seeds them),
 tokens are counted with the tokenizer the client uses. Faults: ``faults`` is a queue
@@ -56,6 +58,22 @@ FAULTS = (
 )
 
 
+OUTPUT_TYPES = ("float", "int8", "uint8", "binary", "ubinary")
+
+
+def quantized(vecs: list[list[float]], dtype: str) -> list[list[Any]]:
+    """Vectors as an API answers ``dtype``: codes of +-1 over 256 steps, or packed sign bits
+    (``binary`` as int8: the byte minus 128), as Voyage and Cohere document them."""
+    if dtype == "float" or not vecs:
+        return vecs
+    v = np.asarray(vecs, dtype=np.float64)
+    if dtype in ("binary", "ubinary"):
+        bits = np.packbits(v > 0, axis=1).astype(np.int64)
+        return (bits - 128 if dtype == "binary" else bits).tolist()
+    codes = np.clip(np.rint(v * 127), -128, 127).astype(np.int64)
+    return (codes + 128 if dtype == "uint8" else codes).tolist()
+
+
 def vector_for(text: str, dim: int, model: str) -> np.ndarray:
     """The unit vector every server returns for ``text`` under ``model``."""
     seed = int.from_bytes(hashlib.blake2b(f"{model}\0{text}".encode(), digest_size=8).digest())
@@ -75,6 +93,8 @@ class Record:
     fault: str | None
     headers: dict[str, str]
     at: float
+    body: dict[str, Any] = field(default_factory=dict)
+    """The request's JSON body, so a test can check the fields a client sent."""
 
 
 @dataclass
@@ -215,7 +235,9 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             return self._json(400, {"error": {"message": "body is not JSON"}})
         texts, err = self._texts(url.path, parse_qs(url.query), body)
-        record = Record(url.path, texts, 0, None, dict(self.headers.items()), time.monotonic())
+        record = Record(
+            url.path, texts, 0, None, dict(self.headers.items()), time.monotonic(), body
+        )
         with st.lock:
             st.records.append(record)
             st.attempts[hashlib.sha1("\0".join(texts).encode()).hexdigest()] += 1
@@ -266,7 +288,7 @@ class _Handler(BaseHTTPRequestHandler):
         record.status = 200
         if fault == "malformed":
             return self._reply(200, b'{"data": [{"index": 0, "embedding": [0.1, ', limit_headers)
-        self._json(200, self._answer(vecs, texts, tokens), limit_headers)
+        self._json(200, self._answer(vecs, texts, tokens, body), limit_headers)
 
     def _fault(self, fault: str, record: Record) -> bool:
         """Act out a fault; True when the reply has been sent (or the line dropped)."""
@@ -323,7 +345,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif proto == "cohere":
             if path != "/v2/embed":
                 return [], (404, "not found")
-            if body.get("embedding_types") != ["float"] or not body.get("input_type"):
+            types = body.get("embedding_types")
+            if not types or not set(types) <= set(OUTPUT_TYPES) or not body.get("input_type"):
                 return [], (400, "embedding_types and input_type are required")
             texts = body.get("texts")
         else:
@@ -331,20 +354,25 @@ class _Handler(BaseHTTPRequestHandler):
                 return [], (404, "not found")
             if proto == "voyage" and body.get("input_type") not in (None, "document", "query"):
                 return [], (400, "bad input_type")
+            if proto == "voyage" and body.get("output_dtype", "float") not in OUTPUT_TYPES:
+                return [], (400, "bad output_dtype")
             texts = body.get("input")
         if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
             return [], (400, "input must be a list of strings")
         return texts, None
 
-    def _answer(self, vecs: list[list[float]], texts: list[str], tokens: int) -> dict[str, Any]:
+    def _answer(
+        self, vecs: list[list[float]], texts: list[str], tokens: int, body: dict[str, Any]
+    ) -> dict[str, Any]:
         st = self.server.state
         if st.protocol == "cohere":
             return {
                 "id": "x",
-                "embeddings": {"float": vecs},
+                "embeddings": {t: quantized(vecs, t) for t in body["embedding_types"]},
                 "texts": texts,
                 "meta": {"billed_units": {"input_tokens": tokens}},
             }
+        vecs = quantized(vecs, body.get("output_dtype", "float"))
         data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vecs)]
         data.reverse()  # clients must order by index
         usage_key = "total_tokens" if st.protocol == "voyage" else "prompt_tokens"

@@ -111,7 +111,7 @@ def build_target(cfg: Config, name: str, pcfg: Any) -> Target:
         info = provider.info
         return Target(name, info, provider.tokenizer(), _chunk_tokens(cfg, info), cfg.run.overlap,
                       provider=provider)  # fmt: skip
-    inner = offline_api_provider(name, pcfg)
+    inner = offline_api_provider(name, pcfg, cfg.run.vector_dtype)
     info = inner.info
     return Target(
         name,
@@ -125,11 +125,11 @@ def build_target(cfg: Config, name: str, pcfg: Any) -> Target:
     )
 
 
-def offline_api_provider(name: str, pcfg: Any) -> Provider:
+def offline_api_provider(name: str, pcfg: Any, output_dtype: str | None = None) -> Provider:
     """The API provider of ``pcfg`` with no key: metadata and tokenizer, never a request."""
     from embedgen.providers.api_factory import provider_class
 
-    return provider_class(name, pcfg)(name, pcfg, None)
+    return provider_class(name, pcfg)(name, pcfg, None, output_dtype=output_dtype)
 
 
 def _chunk_tokens(cfg: Config, info: ProviderInfo) -> int:

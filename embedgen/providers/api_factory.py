@@ -54,6 +54,12 @@ def provider_class(name: str, cfg: ApiConfigBase) -> type[HttpProvider]:
     return cls
 
 
-def build_api_provider(name: str, cfg: ApiConfigBase) -> HttpProvider:
-    """The bare HTTP provider named ``name`` (the router adds limits, retries and a breaker)."""
-    return provider_class(name, cfg)(name, cfg, read_key(name, cfg))
+def build_api_provider(
+    name: str, cfg: ApiConfigBase, *, output_dtype: str | None = None
+) -> HttpProvider:
+    """The bare HTTP provider named ``name`` (the router adds limits, retries and a breaker).
+
+    ``output_dtype`` (the run's ``--vector-dtype``) is asked of APIs that answer in it.
+    """
+    cls = provider_class(name, cfg)
+    return cls(name, cfg, read_key(name, cfg), output_dtype=output_dtype)

@@ -68,4 +68,4 @@ def build_member(cfg: Config, name: str) -> Provider:
     from embedgen.providers.truncation import check_api_dimensions
 
     check_api_dimensions(name, pcfg, force=cfg.run.force_dimensions)
-    return build_api_provider(name, pcfg)
+    return build_api_provider(name, pcfg, output_dtype=cfg.run.vector_dtype)

@@ -68,6 +68,27 @@ def api_message(body: bytes, limit: int = 300) -> str:
     return " ".join(redact(msg).split())[:limit]  # masked before it is cut
 
 
+def native_rows(rows: Any, dtype: str | None) -> Any:
+    """An API's own binary/ubinary answer (packed bits) as +-1 floats per dimension.
+
+    int8/uint8 codes pass as they are; the writer stores them unchanged. Rows that are not
+    a list of integer lists pass too, and :func:`check_vectors` says what is wrong.
+    """
+    import numpy as np
+
+    from embedgen.util.quantize import PACKED, decode
+
+    if dtype not in PACKED or not isinstance(rows, list) or not rows:
+        return rows
+    try:
+        packed = np.asarray(rows, dtype=np.int16)
+    except (TypeError, ValueError):
+        return rows
+    if packed.ndim != 2:
+        return rows
+    return decode(packed, str(dtype)).tolist()
+
+
 def check_vectors(rows: Any, n: int, dim: int) -> np.ndarray:
     """``rows`` as a float32 (n, dim) matrix, or TransientProviderError saying what is wrong.
 
@@ -101,10 +122,18 @@ def check_vectors(rows: Any, n: int, dim: int) -> np.ndarray:
 class HttpProvider(Provider, abc.ABC):
     """A hosted embedding API: subclasses say where to post what, and how to read replies."""
 
-    def __init__(self, name: str, cfg: ApiConfigBase, key: Secret | None) -> None:
+    native_dtypes: tuple[str, ...] = ()
+    """Output types (``--vector-dtype``) the API can answer in itself, asked for when chosen."""
+
+    def __init__(
+        self, name: str, cfg: ApiConfigBase, key: Secret | None, *, output_dtype: str | None = None
+    ) -> None:
         self.name = name
         self.cfg = cfg
         self._key = key
+        self.native = output_dtype if output_dtype in self.native_dtypes else None
+        """The API's own int8/uint8/binary/ubinary answer, read back to float (cached so:
+        the fingerprint says which), or None for float vectors."""
         self._client: httpx.Client | None = None
         self._lock = threading.Lock()
         self._tokenizer: TextTokenizer | None = None
@@ -147,7 +176,8 @@ class HttpProvider(Provider, abc.ABC):
         c = self.cfg
         extra = getattr(c, "input_type", None)
         head = f"api|{c.space_id()}|{c.kind}|{c.model}"
-        return f"{head}|dimensions={c.dimensions}|input_type={extra}"
+        native = f"|output_dtype={self.native}" if self.native else ""
+        return f"{head}|dimensions={c.dimensions}|input_type={extra}{native}"
 
     def details(self) -> dict[str, str]:
         d = {"provider": self.cfg.kind, "model": self.cfg.model}
@@ -156,6 +186,8 @@ class HttpProvider(Provider, abc.ABC):
         it = getattr(self.cfg, "input_type", None)
         if it:
             d["input_type"] = str(it)
+        if self.native:
+            d["native_dtype"] = self.native
         return d
 
     # The contract ----------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Voyage AI: ``POST {base}/embeddings`` with ``input_type`` and ``output_dimension``.
 
-Answers ``{"data": [{"index", "embedding"}], "usage": {"total_tokens"}}``.
+Answers ``{"data": [{"index", "embedding"}], "usage": {"total_tokens"}}``. With an
+int8/uint8/binary/ubinary output the run asks for it (``output_dtype``, same price).
 """
 
 from __future__ import annotations
@@ -8,10 +9,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from embedgen.providers.http_base import HttpProvider, usage_tokens
+from embedgen.providers.http_base import HttpProvider, native_rows, usage_tokens
+from embedgen.util.quantize import CALIBRATED, PACKED
 
 
 class VoyageProvider(HttpProvider):
+    native_dtypes = CALIBRATED + PACKED
+
     def url(self) -> str:
         return f"{self.cfg.endpoint()}/embeddings"
 
@@ -22,6 +26,8 @@ class VoyageProvider(HttpProvider):
             body["input_type"] = it
         if self.cfg.dimensions is not None:
             body["output_dimension"] = self.cfg.dimensions
+        if self.native:
+            body["output_dtype"] = self.native
         return body
 
     def read(self, data: Any, n: int) -> tuple[Any, int | None]:
@@ -30,4 +36,5 @@ class VoyageProvider(HttpProvider):
             raise TypeError("'data' is not a list")
         if len(items) == n and all(isinstance(it, dict) and "index" in it for it in items):
             items = sorted(items, key=lambda it: int(it["index"]))
-        return [it["embedding"] for it in items], usage_tokens(data, "usage", "total_tokens")
+        rows = native_rows([it["embedding"] for it in items], self.native)
+        return rows, usage_tokens(data, "usage", "total_tokens")
