@@ -13,6 +13,7 @@
     ├── ModelError                exit 1   missing or corrupt model files, failed download
     │   └── FidelityFloorError             no optimized variant met the fidelity floor
     ├── CacheError                exit 1   the cache cannot be opened or written
+    ├── WorkerLost                exit 1   a Ray worker died more often than Ray restarts it
     ├── ProviderError             exit 1   a provider failed (the API's message, key redacted)
     │   ├── FatalProviderError             a failure retrying cannot fix (400/401/403/404/422)
     │   ├── TransientProviderError         a failed request a retry may fix (429, 5xx, timeout)
@@ -80,6 +81,10 @@ class FidelityFloorError(ModelError):
 
 class CacheError(EmbedgenError):
     pass
+
+
+class WorkerLost(EmbedgenError):
+    """A Ray embedding worker died after its last restart (killed, out of memory, crashed)."""
 
 
 class ProviderError(EmbedgenError):

@@ -19,6 +19,7 @@ import functools
 import json
 import logging
 import os
+import re
 import time
 import uuid
 import warnings
@@ -26,7 +27,7 @@ from dataclasses import asdict
 from typing import Any
 
 from embedgen.engines.ray_plan import EngineOptions, WorkerPlan, plan_workers
-from embedgen.errors import BudgetExceeded, EmbedgenError, EngineUnavailableError
+from embedgen.errors import BudgetExceeded, EmbedgenError, EngineUnavailableError, WorkerLost
 
 log = logging.getLogger("embedgen")
 
@@ -46,10 +47,17 @@ def import_ray() -> Any:
     return ray
 
 
+WORKER_RESTARTS = 3
+"""How often Ray restarts a dead embedding worker (and retries its block) before the run
+stops: a block is embedded again from the cache, so a retry never pays twice."""
+
+
 def worker_error(exc: BaseException) -> BaseException:
-    """The embedgen error behind a failure that Ray wrapped on its way from a worker."""
+    """The embedgen error behind a failure that Ray wrapped on its way from a worker; a
+    worker that died past its restarts becomes :class:`WorkerLost`."""
     seen: set[int] = set()
     todo: list[BaseException | None] = [exc]
+    died: BaseException | None = None
     while todo:
         e = todo.pop(0)
         if e is None or id(e) in seen:
@@ -60,7 +68,17 @@ def worker_error(exc: BaseException) -> BaseException:
             return cause
         if isinstance(e, EmbedgenError):
             return e
+        if died is None and type(e).__name__ in ("ActorDiedError", "RayActorError"):
+            died = e
         todo.extend([getattr(e, "cause", None), e.__cause__, e.__context__])
+    if died is not None:
+        how = re.search(r"Worker exit type: (\w+)", str(died))
+        return WorkerLost(
+            f"a Ray embedding worker died after {WORKER_RESTARTS} restarts "
+            f"({how.group(1) if how else type(died).__name__}: killed, out of memory or "
+            "crashed); every block the workers finished is in the cache: run the same "
+            "command again to resume"
+        )
     return exc
 
 
@@ -115,8 +133,11 @@ class RayCluster:
         ray = self.ray
         warnings.filterwarnings("ignore", message="The minimum number of concurrent actors")
         warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
-        for name in ("ray", "ray.data", "ray._private", "ray.util"):
+        for name in ("ray", "ray._private", "ray.util"):
             logging.getLogger(name).setLevel(logging.ERROR)
+        # Ray Data logs a failed block's traceback before raising it; the run reports the
+        # error it raises as one line (worker_error), so only its own fatal lines show.
+        logging.getLogger("ray.data").setLevel(logging.CRITICAL)
         if not ray.is_initialized():
             try:
                 ray.init(
@@ -291,9 +312,10 @@ class _RayRun:
             compute=ray.data.ActorPoolStrategy(size=plan.workers, max_tasks_in_flight_per_actor=2),
             num_cpus=plan.cpus_per_worker,
             num_gpus=plan.gpus_per_worker or None,
-            # A crashed worker fails the run (re-run: the cache has what it embedded) rather
-            # than being restarted from constructor arguments Ray may have dropped.
-            max_restarts=0,
+            # A dead worker is restarted and its block retried (what it stored is cached);
+            # past that the run stops with WorkerLost.
+            max_restarts=WORKER_RESTARTS,
+            max_task_retries=WORKER_RESTARTS,
             runtime_env={"env_vars": worker_env(self.spec.cfg)},
         )  # fmt: skip
         rows = Rows(run, info.dim, self.columns)

@@ -221,9 +221,14 @@ class Sink:
                     self._open_empty()
                 self.writer.finish()
         except BaseException as exc:
+            from embedgen.engines.ray_engine import worker_error
+
             kept = self.writer.abort() if self.writer is not None else None
+            err = worker_error(exc)
             if kept is not None:
-                note_kept(exc, f"rows written so far are in {kept}")
+                note_kept(err, f"rows written so far are in {kept}")
+            if err is not exc:
+                raise err from None
             raise
         finally:
             progress.close()
