@@ -26,6 +26,7 @@ from embedgen.cache import CacheAdmin
 from embedgen.cli import app
 from embedgen.errors import CacheError
 from tests.cache_corpus import assert_same_output, sentences, write_corpus
+from tests.test_report import load_report
 
 pytestmark = [
     pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX"),
@@ -164,12 +165,14 @@ KILL_POINTS = {
 }
 
 
-def _start(c: Corpus, tmp_path: Path, cache_dir: Path, output: Path) -> subprocess.Popen[bytes]:
+def _start(
+    c: Corpus, tmp_path: Path, cache_dir: Path, output: Path, *extra: str
+) -> subprocess.Popen[bytes]:
     """``embedgen run`` in a new process behind the batch-counting probe."""
     with (tmp_path / "killed.log").open("wb") as log:
         return subprocess.Popen(
             [sys.executable, "-c", _PROBE, str(tmp_path / "batches.txt"),
-             *c.args(cache_dir, output)],
+             *c.args(cache_dir, output), *extra],
             env=dict(os.environ), stdout=log, stderr=log,
         )  # fmt: skip
 
@@ -254,7 +257,8 @@ def test_ctrl_c_keeps_a_partial_file_loses_nothing_and_a_rerun_finishes(
     cache_dir, out_dir = tmp_path / "cache", tmp_path / "out"
     out_dir.mkdir()
     output = out_dir / "embeddings.parquet"
-    proc = _start(c, tmp_path, cache_dir, output)
+    report = tmp_path / "report.json"
+    proc = _start(c, tmp_path, cache_dir, output, "--report", str(report))
     deadline = time.monotonic() + 90
     # a quarter in: the rest takes long enough that a loaded machine still interrupts mid-run
     while _committed(cache_dir) < total // 4:
@@ -270,6 +274,10 @@ def test_ctrl_c_keeps_a_partial_file_loses_nothing_and_a_rerun_finishes(
     assert committed == _computed_by_probe(tmp_path)  # pending commits finish on the way out
     kept = pq.read_table(partial)
     assert 0 < kept.num_rows < total
+    data = load_report(report)  # the run report, validated against its schema
+    assert (data["status"], data["exit_code"], data["output"]) == ("interrupted", 130, None)
+    assert data["kept"] == {"partial": str(partial), "partial_rows": kept.num_rows,
+                            "skipped_list": None}  # fmt: skip
     ref = pq.read_table(reference).slice(0, kept.num_rows)
     assert kept.column("id").to_pylist() == ref.column("id").to_pylist()
     _verify(cache_dir)

@@ -141,6 +141,25 @@ def test_register_script_sets_the_unattended_task_settings() -> None:
         assert needle in source, needle
 
 
+def test_the_scheduled_runs_keep_their_last_reports_beside_the_log(tmp_path: Path) -> None:
+    """The task and the cron/systemd recipe write a dated JSON report and keep the newest N."""
+    (run,) = [
+        i for i in INVOCATIONS if i.script == "Register-EmbedgenTask.ps1" and i.tokens[0] == "run"
+    ]
+    assert "--report" in run.tokens and "--keep-reports" in run.tokens
+    source = (REPO / "windows" / "Register-EmbedgenTask.ps1").read_text("utf-8")
+    assert "Join-Path $LogDir 'embedgen-{date}.report.json'" in source
+    assert "[int]$KeepReports = 30" in source
+    out = _schedule("--platform", "linux", "--input", str(tmp_path / "c.jsonl"))
+    cron = next(ln for ln in out.splitlines() if ln and not ln.startswith("#"))
+    words = shlex.split(cron.split(" ", 5)[5])
+    log = next(w for w in words if w.endswith("embedgen-{date}.log"))
+    report = words[words.index("--report") + 1]
+    assert report == log.removesuffix(".log") + ".report.json"
+    assert words[words.index("--keep-reports") + 1] == "30"
+    assert check_invocation(_command_tree(), words[1:]) == []
+
+
 # --- embedgen invocations -------------------------------------------------------------
 
 

@@ -9,9 +9,11 @@ embedgen.exe:
 
     embedgen.exe run <Input> --output <Output> --config <Config>
         --log-file <LogDir>\embedgen-{date}.log
+        --report <LogDir>\embedgen-{date}.report.json --keep-reports <KeepReports>
 
-embedgen expands {date} in --log-file to the run's date (YYYY-MM-DD), so each run
-writes its own log file (rotated at 10 MB). The task's "Last Run Result" is
+embedgen expands {date} in --log-file and --report to the run's date (YYYY-MM-DD), so each
+run writes its own log file (rotated at 10 MB) and its own JSON report (docs/report.md),
+written on success and on failure; only the newest <KeepReports> reports are kept. The task's "Last Run Result" is
 embedgen's exit code:
 
     0 (0x0) done                      3 (0x3) stopped on budget
@@ -86,6 +88,9 @@ The virtual environment made by Install-Embedgen.ps1. Default: %LOCALAPPDATA%\em
 .PARAMETER LogDir
 Folder for the dated log files. Default: %LOCALAPPDATA%\embedgen\logs.
 
+.PARAMETER KeepReports
+How many of the newest JSON run reports to keep beside the logs. Default: 30.
+
 .PARAMETER ExecutionTimeLimit
 Longest a run may take before Task Scheduler stops it. Default: 12 hours.
 
@@ -147,6 +152,9 @@ param(
     [string]$VenvPath = (Join-Path $env:LOCALAPPDATA 'embedgen\venv'),
 
     [string]$LogDir = (Join-Path $env:LOCALAPPDATA 'embedgen\logs'),
+
+    [ValidateRange(1, 9999)]
+    [int]$KeepReports = 30,
 
     [timespan]$ExecutionTimeLimit = (New-TimeSpan -Hours 12),
 
@@ -224,7 +232,9 @@ if (-not $SkipDoctor -and -not $WhatIfPreference) {
 # What the task runs.
 $LogFile = Join-Path $LogDir 'embedgen-{date}.log'
 # No --quiet: the task has no console, and progress lines go to the log file.
-$EmbedgenArgs = @('run', $InputPath, '--config', $Config, '--log-file', $LogFile)
+$ReportFile = Join-Path $LogDir 'embedgen-{date}.report.json'
+$EmbedgenArgs = @('run', $InputPath, '--config', $Config, '--log-file', $LogFile,
+    '--report', $ReportFile, '--keep-reports', "$KeepReports")
 if ($Output) { $EmbedgenArgs += @('--output', $Output) }
 $action = New-ScheduledTaskAction -Execute $Embedgen -Argument (ConvertTo-ArgumentString $EmbedgenArgs) `
     -WorkingDirectory (Split-Path -Parent $VenvPath)
@@ -277,6 +287,7 @@ if ($PSCmdlet.ShouldProcess("$TaskPath$TaskName", "Register: $Embedgen $(Convert
     Register-ScheduledTask @register | Out-Null
     Write-Host "Registered '$TaskName': runs $when at $At ($LogonType)."
     Write-Host "Logs:        $LogDir\embedgen-YYYY-MM-DD.log"
+    Write-Host "Reports:     $LogDir\embedgen-YYYY-MM-DD.report.json (the newest $KeepReports)"
     Write-Host "Run it now:  Start-ScheduledTask -TaskName '$TaskName' -TaskPath '$TaskPath'"
     Write-Host "Last result: Get-ScheduledTaskInfo -TaskName '$TaskName' -TaskPath '$TaskPath'"
     Write-Host "Remove it:   .\windows\Unregister-EmbedgenTask.ps1 -TaskName '$TaskName'"

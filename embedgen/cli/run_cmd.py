@@ -12,6 +12,7 @@ import typer
 from embedgen.errors import SkippedDocuments
 
 if TYPE_CHECKING:
+    from embedgen.cli.report import RunReport
     from embedgen.config import Config
 
 
@@ -126,47 +127,65 @@ def run(
         None, "--gpus-per-worker", help="GPUs each Ray worker reserves (0.5: two per GPU)."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no summary."),
+    report: str | None = typer.Option(
+        None,
+        "--report",
+        help="Write a JSON report of the run here, on success and on failure "
+        "(docs/report.md); {date} becomes YYYY-MM-DD.",
+    ),
+    keep_reports: int | None = typer.Option(
+        None, "--keep-reports", min=1, help="Keep only the newest N reports of a {date} pattern."
+    ),
 ) -> None:
     """Embed a corpus into a Parquet file of chunk embeddings."""
     from embedgen.cli.output import add_log_file, set_quiet
+    from embedgen.cli.report import RunReport
     from embedgen.config import load
 
     started = time.perf_counter()  # the summary's seconds count from the command's start
+    record = RunReport(report, keep_reports, input=input, output=output) if report else None
     set_quiet(quiet)
-    if log_file:  # before the config, so a bad config is logged too
-        add_log_file(log_file)
-    cfg = load(config)
-    if not log_file and cfg.run.log_file:
-        add_log_file(cfg.run.log_file)
-    options = {
-        "text_column": text_column,
-        "id_column": id_column,
-        "keep": [c.strip() for c in keep.split(",") if c.strip()] if keep else None,
-        "no_text": no_text or None,
-        "max_tokens": max_tokens,
-        "overlap": overlap,
-        "batch_size": batch_size,
-        "device": device,
-        "threads": threads,
-        "limit": limit,
-        "dimensions": dimensions,
-        "dtype": dtype,
-        "vector_dtype": vector_dtype,
-        "calibration": calibration,
-        "force_dimensions": force or None,
-        "on_error": on_error,
-        "cache_dir": str(cache_dir) if cache_dir else None,
-        "use_cache": False if no_cache else None,
-        "sparse": sparse or None,
-        "max_cost_usd": max_cost,
-        "engine": engine,
-        "ray_address": ray_address,
-        "workers": workers,
-        "cpus_per_worker": cpus_per_worker,
-        "gpus_per_worker": gpus_per_worker,
-        "batch_wait": False if no_wait else None,
-    }
-    _embed_and_report(input, output, cfg, model, quiet, options, started)
+    try:
+        if log_file:  # before the config, so a bad config is logged too
+            add_log_file(log_file)
+        cfg = load(config)
+        if not log_file and cfg.run.log_file:
+            add_log_file(cfg.run.log_file)
+        if record is not None:
+            record.cache_dir = str(cache_dir) if cache_dir else cfg.run.cache_dir
+        options = {
+            "text_column": text_column,
+            "id_column": id_column,
+            "keep": [c.strip() for c in keep.split(",") if c.strip()] if keep else None,
+            "no_text": no_text or None,
+            "max_tokens": max_tokens,
+            "overlap": overlap,
+            "batch_size": batch_size,
+            "device": device,
+            "threads": threads,
+            "limit": limit,
+            "dimensions": dimensions,
+            "dtype": dtype,
+            "vector_dtype": vector_dtype,
+            "calibration": calibration,
+            "force_dimensions": force or None,
+            "on_error": on_error,
+            "cache_dir": str(cache_dir) if cache_dir else None,
+            "use_cache": False if no_cache else None,
+            "sparse": sparse or None,
+            "max_cost_usd": max_cost,
+            "engine": engine,
+            "ray_address": ray_address,
+            "workers": workers,
+            "cpus_per_worker": cpus_per_worker,
+            "gpus_per_worker": gpus_per_worker,
+            "batch_wait": False if no_wait else None,
+        }
+        _embed_and_report(input, output, cfg, model, quiet, options, started, record)
+    except BaseException as exc:
+        if record is not None:
+            record.failed(exc)
+        raise
 
 
 def _embed_and_report(
@@ -177,6 +196,7 @@ def _embed_and_report(
     quiet: bool,
     options: dict[str, Any],
     started: float,
+    record: RunReport | None,
 ) -> None:
     from embedgen.cli.output import stderr
     from embedgen.engines import embed_corpus
@@ -190,11 +210,20 @@ def _embed_and_report(
         "summary: " + "; ".join(" ".join(x.split()) for x in summary.lines()),
         extra={"console": False},
     )
+    skipped = None
     if summary.skipped:
-        raise SkippedDocuments(
+        skipped = SkippedDocuments(
             f"{summary.skipped} document(s) skipped (null, empty or malformed); "
             f"see {summary.skipped_path}"
         )
+    if record is not None:
+        record.write(
+            exit_code=4 if skipped else 0,
+            message=str(skipped) if skipped else None,
+            summary=summary,
+        )
+    if skipped is not None:
+        raise skipped
 
 
 def register(app: typer.Typer) -> None:

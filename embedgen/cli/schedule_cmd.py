@@ -115,6 +115,10 @@ def _systemd_quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+KEEP_REPORTS = 30
+"""Run reports a scheduled job keeps beside its logs (``--keep-reports``)."""
+
+
 def linux_text(
     *,
     exe: str,
@@ -130,7 +134,8 @@ def linux_text(
         args += ["--output", output]
     if config:
         args += ["--config", config]
-    args += ["--log-file", log, "--quiet"]
+    report = log.removesuffix(".log") + ".report.json"
+    args += ["--log-file", log, "--report", report, "--keep-reports", str(KEEP_REPORTS), "--quiet"]
     hour, minute = (int(p) for p in at.split(":"))
     dow = ",".join(str((_DAYS.index(d) + 1) % 7) for d in days) or "*"
     cal_days = ",".join(d[:3] for d in days)
@@ -163,7 +168,9 @@ WantedBy=timers.target
 # then: systemctl --user daemon-reload && systemctl --user enable --now embedgen-nightly.timer
 # and, to run while logged out: loginctl enable-linger "$USER"
 # exit codes: 0 done, 1 failed, 2 usage/config, 3 budget, 4 skipped documents, 5 locked,
-#   6 batch jobs submitted (mode = "batch" with --no-wait): the next run collects them
+#   6 batch jobs submitted (mode = "batch" with --no-wait): the next run collects them,
+#   130 interrupted; each run's JSON report (docs/report.md) lies beside its log, the
+#   newest {KEEP_REPORTS} kept
 """
 
 
