@@ -1,10 +1,10 @@
 """A loopback server speaking the OpenAI (or Azure OpenAI) Files and Batches protocol.
 
-Files: ``POST /v1/files`` (multipart, ``purpose=batch``), ``GET /v1/files/{id}/content``,
-``DELETE /v1/files/{id}``. Batches: ``POST /v1/batches``, ``GET /v1/batches/{id}``,
-``POST /v1/batches/{id}/cancel``, ``GET /v1/batches`` (``limit``/``after``). Azure: the
-same under ``/openai/...?api-version=...`` with an ``api-key`` header, request lines
-``POST /embeddings`` naming the deployment as ``model``.
+Files: ``POST /v1/files`` (multipart, ``purpose=batch``), ``GET /v1/files`` (one page),
+``GET /v1/files/{id}/content``, ``DELETE /v1/files/{id}``. Batches: ``POST /v1/batches``,
+``GET /v1/batches/{id}``, ``POST /v1/batches/{id}/cancel``, ``GET /v1/batches``
+(``limit``/``after``). Azure: the same under ``/openai/...?api-version=...`` with an
+``api-key`` header, request lines ``POST /embeddings`` naming the deployment as ``model``.
 
 A batch moves ``validating -> in_progress -> finalizing -> completed`` one step per
 poll after ``polls_to_start`` polls (slow completion: raise it). Vectors are those of
@@ -174,6 +174,13 @@ class _Handler(BaseHTTPRequestHandler):
                     return self._error(404, "no such batch")
                 self._advance(b)
                 return self._reply(200, _public(b))
+        if parts == ["v1", "files"]:
+            with st.lock:
+                st.calls["list_files"] += 1
+                page = [{"id": i, "object": "file", "filename": f.get("filename", ""),
+                         "purpose": f.get("purpose", "batch_output")}
+                        for i, f in st.files.items()]  # fmt: skip
+                return self._reply(200, {"object": "list", "data": page, "has_more": False})
         if len(parts) == 4 and parts[:2] == ["v1", "files"] and parts[3] == "content":
             with st.lock:
                 f = st.files.get(parts[2])
@@ -206,12 +213,15 @@ class _Handler(BaseHTTPRequestHandler):
         for part in msg.iter_parts():  # type: ignore[attr-defined]
             name = part.get_param("name", header="content-disposition")
             fields[str(name)] = part.get_payload(decode=True) or b""
+            if name == "file":
+                fields["filename"] = str(part.get_filename() or "").encode()
         if fields.get("purpose") != b"batch" or "file" not in fields:
             return self._error(400, "purpose=batch and a file are required")
         with st.lock:
             st.calls["upload"] += 1
             fid = st.new_id("file-in")
-            st.files[fid] = {"data": fields["file"], "purpose": "batch"}
+            st.files[fid] = {"data": fields["file"], "purpose": "batch",
+                             "filename": fields["filename"].decode()}  # fmt: skip
         self._reply(200, {"id": fid, "object": "file", "bytes": len(fields["file"]),
                           "purpose": "batch"})  # fmt: skip
 

@@ -12,9 +12,10 @@ from typing import Annotated, Any
 import numpy as np
 import pytest
 from pydantic import Field, TypeAdapter
+from typer.testing import CliRunner
 
 from embedgen.batch.client import BatchClient
-from embedgen.batch.journal import Journal
+from embedgen.batch.journal import Journal, summary
 from embedgen.batch.pack import Item, Limits, pack
 from embedgen.batch.runner import BatchOptions, BatchRunner
 from embedgen.budget.caps import Caps
@@ -22,8 +23,15 @@ from embedgen.budget.ledger import Ledger, month_of
 from embedgen.budget.pending import BatchSpend
 from embedgen.budget.prices import cost_pico, to_pico
 from embedgen.cache import VectorCache, cache_key, fingerprint_id
+from embedgen.cli import app
 from embedgen.config import ApiConfig
-from embedgen.errors import BatchesPending, BudgetExceeded, FatalProviderError, ProviderError
+from embedgen.errors import (
+    BatchesPending,
+    BudgetExceeded,
+    CacheError,
+    FatalProviderError,
+    ProviderError,
+)
 from embedgen.redact import Secret
 from tests.api_servers import vector_for
 from tests.batch_server import KEY, BatchServer
@@ -227,6 +235,60 @@ def test_a_job_interrupted_before_upload_is_dropped_and_its_inputs_resubmitted(
         states = sorted(j.state for j in Journal(cache_dir).jobs())
         assert states == ["cancelled", "collected"] and server.calls["create"] == 1
         again.close()
+
+
+def test_a_kill_between_upload_and_journalling_leaves_no_file_and_no_cost(
+    cache_dir: Path,
+) -> None:
+    """The file reached the provider but its id never reached the journal: the next run
+    deletes it (found by name), and the job, cancelled before its batch, shows no cost."""
+    ledger = Ledger(cache_dir / "budget-ledger.json")
+    with BatchServer() as server:
+        h = Harness(server, cache_dir, texts_of(30), spend=BatchSpend(ledger, Caps()))
+        save = h.runner.journal.save
+
+        def die_when_uploaded(job: Any) -> None:
+            if job.state == "uploaded":
+                raise KeyboardInterrupt
+            save(job)
+
+        h.runner.journal.save = die_when_uploaded  # type: ignore[method-assign]
+        with pytest.raises(KeyboardInterrupt):
+            h.run()
+        (orphan,) = server.live_files()
+        assert [j.state for j in Journal(cache_dir).jobs()] == ["preparing"]
+        h.close()
+        again = Harness(server, cache_dir, texts_of(30), spend=BatchSpend(ledger, Caps()))
+        again.run()
+        expected_ok(again, server)
+        assert orphan in server.state.deleted and server.live_files() == []
+        assert server.calls["create"] == 1
+        jobs = {j.state: summary(j) for j in Journal(cache_dir).jobs()}
+        assert jobs["cancelled"]["cost_pico"] == 0 and jobs["collected"]["cost_pico"] > 0
+        assert ledger.read().in_flight() == {}
+        again.close()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "empty"])
+def test_a_damaged_journal_file_stops_the_run_naming_it(cache_dir: Path, damage: str) -> None:
+    """Today's batch stays the only one: no new upload or create for the same inputs."""
+    with BatchServer(polls_to_start=5) as server:
+        h = Harness(server, cache_dir, texts_of(60), wait=False)
+        with pytest.raises(BatchesPending):
+            h.run()
+        h.close()
+        (path,) = (cache_dir / "batch-jobs").glob("eg-*.json")
+        raw = path.read_bytes()
+        path.write_bytes(raw[: len(raw) // 2] if damage == "truncate" else b"")
+        again = Harness(server, cache_dir, texts_of(60))
+        with pytest.raises(CacheError) as err:
+            again.run()
+        assert str(path) in str(err.value) and f"embedgen_job={path.stem}" in str(err.value)
+        assert "\n" not in str(err.value) and err.value.exit_code == 1
+        assert (server.calls["upload"], server.calls["create"]) == (1, 1)
+        again.close()
+        listed = CliRunner().invoke(app, ["batches", "--cache-dir", str(cache_dir)])
+        assert listed.exit_code == 1 and str(path) in listed.output
 
 
 def test_the_ledger_records_the_batch_price_of_exactly_the_billed_tokens(

@@ -107,7 +107,7 @@ def test_round_trip(cache: CacheAdmin, dtype: str) -> None:
     assert stacked.dtype == np.dtype(dtype)
     np.testing.assert_array_equal(stacked, vectors.astype(dtype))
     (row,) = cache.stats()
-    assert (row.entries, row.bytes) == (50, 50 * DIM * np.dtype(dtype).itemsize)
+    assert (row.entries, row.bytes) == (50, 50 * (DIM * np.dtype(dtype).itemsize + 4))  # + check
     assert row.model is not None and row.model.name == "mini"
 
 
@@ -502,8 +502,8 @@ def test_cli_stats(cli, cache_dir: Path) -> None:
         assert text in result.output
     data = json.loads(cli("stats", "--json", "--cache-dir", str(cache_dir)).output)
     rows = {m["name"]: m for m in data["models"]}
-    assert rows["alpha"]["entries"] == 30 and rows["alpha"]["bytes"] == 30 * DIM * 4
-    assert rows["beta"]["bytes"] == 20 * DIM * 2 and rows["beta"]["description"] == "onnx|b"
+    assert rows["alpha"]["entries"] == 30 and rows["alpha"]["bytes"] == 30 * (DIM * 4 + 4)
+    assert rows["beta"]["bytes"] == 20 * (DIM * 2 + 4) and rows["beta"]["description"] == "onnx|b"
     assert data["last_run"]["misses"] == 50 and data["last_run"]["model"] == "beta"
 
 

@@ -168,6 +168,24 @@ class BatchClient:
             after = str(items[-1].get("id", ""))
         return None
 
+    def files_named(self, filename: str, pages: int = 5) -> list[str]:
+        """Ids of the uploaded batch files called ``filename`` among the most recent ones."""
+        out: list[str] = []
+        after: str | None = None
+        for _ in range(pages):
+            path = "/files?purpose=batch&limit=100"
+            path += f"&after={quote(after, safe='')}" if after else ""
+            reply = self._call("GET", path, what="list files")
+            items = reply.get("data") if isinstance(reply, dict) else None
+            if not isinstance(items, list) or not items:
+                break
+            named = [f for f in items if isinstance(f, dict) and f.get("filename") == filename]
+            out += [str(f["id"]) for f in named if f.get("id")]
+            if not reply.get("has_more"):
+                break
+            after = str(items[-1].get("id", ""))
+        return out
+
     def content(self, file_id: str) -> bytes:
         path = f"/files/{quote(file_id, safe='')}/content"
         return self._call("GET", path, what="download results", transfer=True, raw=True)  # type: ignore[no-any-return]

@@ -13,6 +13,11 @@ after a kill, a reboot or Ctrl-C, a re-run finds every job: a ``submitted`` one 
 polled, a ``preparing``/``uploaded`` one is looked up by its tag (``metadata.embedgen_job``)
 and only created when the provider has no batch with that tag. Nothing is ever submitted
 twice. A lock file (``journal.lock``) serialises runs that submit from the same cache.
+
+Job files are only ever replaced whole, so one that cannot be read was damaged: it may
+stand for a batch that runs (and is billed) at the provider, so reading the journal stops
+with a :class:`~embedgen.errors.CacheError` naming the file rather than resubmitting its
+inputs.
 """
 
 from __future__ import annotations
@@ -105,15 +110,20 @@ class Journal:
 
     # Reading --------------------------------------------------------------------------
     def jobs(self) -> list[Job]:
-        """Every job, oldest first (unreadable files are skipped with their name kept)."""
+        """Every job, oldest first; CacheError naming a job file that cannot be read."""
         if not self.dir.is_dir():
             return []
         out = []
         for path in sorted(self.dir.glob("*.json")):
             try:
                 out.append(Job.from_json(path.read_text("utf-8")))
-            except (OSError, ValueError, TypeError):
-                continue
+            except (OSError, ValueError, TypeError) as exc:
+                why = exc.strerror if isinstance(exc, OSError) else "not a job record"
+                raise CacheError(
+                    f"batch journal file {path} is damaged ({why}); its batch may still run "
+                    f"at the provider (metadata embedgen_job={path.stem}): cancel or collect "
+                    "it there, then delete the file and re-run"
+                ) from None
         out.sort(key=lambda j: j.created)
         return out
 

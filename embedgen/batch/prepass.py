@@ -95,7 +95,8 @@ def batch_prepass(
                 "batch mode needs the batch provider first in run.providers"
             )
         fp_id = fingerprint_id(info.fingerprint)
-        cache.register_model(fp_id, info.fingerprint, info.model, info.dim, cfg.run.dtype)
+        cache.register_model(fp_id, info.fingerprint, info.model, info.dim, cfg.run.dtype,
+                             normalized=info.unit_vectors)  # fmt: skip
         price = batch_price(pcfg)
         spend = None
         if price > 0:

@@ -147,10 +147,11 @@ class BatchRunner:
         for job in self.journal.pending(self.fingerprint):
             if job.state == "preparing":
                 # ``create`` is only called once the file id is journalled: no batch exists
+                self._drop_upload(job)
                 if self.spend is not None:
                     self.spend.release(job.id)
                 job.state, job.error = "cancelled", "interrupted before upload; resubmitted"
-                job.failed = []
+                job.failed, job.reserved = [], 0
                 self.journal.save(job)
             elif job.state == "uploaded":
                 found = self.client.find(job.id)
@@ -160,6 +161,16 @@ class BatchRunner:
                     self._create(job)
                 out.add(job.id)
         return out
+
+    def _drop_upload(self, job: Job) -> None:
+        """Delete the file of a job killed between its upload and journalling the file id."""
+        try:
+            for file_id in self.client.files_named(f"{job.id}.jsonl"):
+                self.client.delete_file(file_id)
+        except ProviderError as exc:
+            name = f"{job.id}.jsonl"
+            log.warning(f"batch {job.id}: could not look for its uploaded file ({exc}); "
+                        f"delete a file named {name} at {self.name} if there is one")  # fmt: skip
 
     # Step 2: misses into new jobs ------------------------------------------------------
     def _submit(self, items: Iterable[Item]) -> set[str]:

@@ -2,6 +2,7 @@
 
 - :mod:`~embedgen.cache.keys`: fingerprint ids, cache keys, where the cache lives.
 - :mod:`~embedgen.cache.records`: the frozen records the cache stores and reports.
+- :mod:`~embedgen.cache.seal`: the checksum every stored value carries.
 - :mod:`~embedgen.cache.env`: the LMDB environment, its shared lock and error mapping.
 - :mod:`~embedgen.cache.store`: :class:`VectorCache`, what a run reads and writes.
 - :mod:`~embedgen.cache.admin`: :class:`CacheAdmin`, stats, verify and clear.

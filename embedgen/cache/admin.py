@@ -6,15 +6,17 @@ that scan or delete whole key ranges; a run never needs them.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from functools import partial
 from typing import Any
 
 import numpy as np
 
-from embedgen.cache.keys import ID_BYTES, KEY_BYTES
+from embedgen.cache.keys import DOC_PREFIX, ID_BYTES, KEY_BYTES
 from embedgen.cache.records import DTYPES, ModelInfo, ModelStats, VerifyReport
-from embedgen.cache.store import VectorCache
+from embedgen.cache.seal import CHECK_BYTES, checksum, doc_record, record
+from embedgen.cache.store import LAST_RUN, VectorCache
 from embedgen.errors import UsageError
 
 _DELETE_CHUNK = 20_000
@@ -43,14 +45,17 @@ class CacheAdmin(VectorCache):
                                            s.fingerprint_id))  # fmt: skip
 
     def verify(self, *, fix: bool = False) -> VerifyReport:
-        """Check every value decodes to a finite vector of its model's dim; ``fix`` removes bad."""
+        """Check every value's checksum and that it decodes to a vector its model can make,
+        and every model, document and last-run record; ``fix`` removes what is bad."""
         report = VerifyReport()
 
         def scan(txn: Any) -> list[bytes]:
             models: dict[bytes, ModelInfo | None] = {}
             for fp, raw in txn.cursor(db=self._shared.models):
-                models[bytes(fp)] = ModelInfo.from_json(bytes(fp), raw)
+                models[bytes(fp)] = ModelInfo.from_json(bytes(fp), record(fp, raw))
             report.bad_models = sum(1 for m in models.values() if m is None)
+            report.bad_records = sum(1 for k, v in txn.cursor(db=self._shared.meta)
+                                     if _bad_record(k, v))  # fmt: skip
             bad: list[bytes] = []
             for key, value in txn.cursor(db=self._shared.vectors):
                 report.checked += 1
@@ -68,6 +73,8 @@ class CacheAdmin(VectorCache):
             report.removed += self._txn(partial(self._delete_bad, keys=chunk), write=True)
         if report.bad_models:
             self._txn(self._delete_bad_models, write=True)
+        if report.bad_records:
+            self._txn(self._delete_bad_records, write=True)
         return report
 
     def _delete_bad(self, txn: Any, *, keys: list[bytes]) -> int:
@@ -87,8 +94,13 @@ class CacheAdmin(VectorCache):
 
     def _delete_bad_models(self, txn: Any) -> None:
         for fp, raw in list(txn.cursor(db=self._shared.models)):
-            if ModelInfo.from_json(fp, raw) is None:
+            if ModelInfo.from_json(fp, record(fp, raw)) is None:
                 txn.delete(fp, db=self._shared.models)
+
+    def _delete_bad_records(self, txn: Any) -> None:
+        for key, raw in list(txn.cursor(db=self._shared.meta)):
+            if _bad_record(key, raw):
+                txn.delete(key, db=self._shared.meta)
 
     def clear(self, model: str | None = None) -> int:
         """Remove every entry, or one model's (by registered name or fingerprint hex prefix).
@@ -149,20 +161,42 @@ class CacheAdmin(VectorCache):
 
 def _iter_models(txn: Any, db: Any) -> Iterator[ModelInfo]:
     for fp, raw in txn.cursor(db=db):
-        info = ModelInfo.from_json(bytes(fp), raw)
+        info = ModelInfo.from_json(bytes(fp), record(fp, raw))
         if info is not None:
             yield info
 
 
 def _problem(key: Any, value: Any, models: dict[bytes, ModelInfo | None]) -> str | None:
-    """Why a stored entry is bad, or None when it decodes to a finite vector of its dim."""
+    """Why a stored entry is bad, or None when it passes its checksum (values written before
+    checksums have none) and decodes to a vector its model can make."""
     if len(key) != KEY_BYTES:
         return "bad key"
     info = models.get(bytes(key[:ID_BYTES]))
     if info is None:
         return "unknown model"
-    if len(value) != info.nbytes:
+    size = info.nbytes
+    if len(value) == size + CHECK_BYTES:
+        if checksum(key, value[:size]) != bytes(value[size:]):
+            return "checksum mismatch"
+    elif len(value) != size:
         return "wrong size"
-    if not np.isfinite(np.frombuffer(value, DTYPES[info.dtype])).all():
+    vector = np.frombuffer(value[:size], DTYPES[info.dtype])
+    if not np.isfinite(vector).all():
         return "not finite"
+    if not info.plausible(vector.reshape(1, -1))[0]:
+        return "implausible norm"
     return None
+
+
+def _bad_record(key: Any, raw: Any) -> bool:
+    """A damaged document or last-run record in the meta database (which holds nothing else,
+    so a record under any other key has a damaged key)."""
+    if bytes(key[: len(DOC_PREFIX)]) == DOC_PREFIX:
+        return doc_record(key, raw) is None
+    if bytes(key) != LAST_RUN:
+        return True
+    try:
+        json.loads(record(key, raw))
+    except ValueError:
+        return True
+    return False

@@ -9,6 +9,8 @@ errors become a one-line :class:`~embedgen.errors.CacheError`. ``lmdb`` is impor
 from __future__ import annotations
 
 import errno
+import os
+import struct
 import sys
 import threading
 from collections.abc import Iterator
@@ -61,13 +63,60 @@ def map_error(exc: BaseException, path: Path) -> CacheError:
     damaged = (lmdb.CorruptedError, lmdb.InvalidError, lmdb.PanicError, lmdb.PageNotFoundError,
                lmdb.VersionMismatchError, lmdb.IncompatibleError, lmdb.BadDbiError)  # fmt: skip
     if isinstance(exc, damaged):
-        return CacheError(
-            f"cache at {path} is damaged ({exc}); delete that directory to start a new cache, "
-            "or use --cache-dir / --no-cache"
-        )
+        return damaged_error(path, str(exc))
     if isinstance(exc, lmdb.ReadersFullError):
         return CacheError(f"too many processes are reading the cache at {path}; retry later")
     return CacheError(f"cache at {path} failed ({exc}); use --cache-dir or --no-cache")
+
+
+def damaged_error(path: Path, why: str) -> CacheError:
+    """The one message for a cache whose files are damaged."""
+    return CacheError(
+        f"cache at {path} is damaged ({why}); delete that directory to start a new cache, "
+        "or use --cache-dir / --no-cache"
+    )
+
+
+_META = struct.Struct("=QHHHHIIQQIHH40x48xQQ")
+"""An LMDB meta page's start (64-bit): page header (pgno, pad, flags, lower, upper), magic,
+version, address, map size, the free DB (its md_pad holds the page size) and the main DB,
+the last used page number and the transaction id."""
+_MAGIC = 0xBEEFC0DE
+
+
+def check_data_file(path: Path) -> None:
+    """CacheError unless ``data.mdb`` holds every page its newest meta page says is used.
+
+    LMDB maps the file and would read past a truncated end, which kills the process with
+    SIGBUS: the two meta pages (at offset 0 and one page in) are read and checked first.
+    """
+    data = path / "data.mdb"
+    try:
+        with data.open("rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size == 0:  # a new environment: LMDB initialises it
+                return
+            first = fh.read(_META.size)
+            metas = [_META.unpack(first)] if len(first) == _META.size else []
+            if metas and metas[0][5] == _MAGIC:
+                fh.seek(metas[0][9])  # the page size, from the free DB's md_pad
+                second = fh.read(_META.size)
+                if len(second) == _META.size:
+                    metas.append(_META.unpack(second))
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise map_error(exc, path) from exc
+    valid = [m for m in metas if m[5] == _MAGIC and m[9] >= 512]
+    if len(valid) < 2:
+        raise damaged_error(path, f"{data.name} has no valid LMDB header")
+    newest = max(valid, key=lambda m: m[13])
+    psize, last = newest[9], newest[12]
+    if size < (last + 1) * psize:
+        raise damaged_error(
+            path, f"{data.name} is {size:,} bytes, shorter than the {(last + 1) * psize:,} "
+            "bytes its header records (truncated)"
+        )  # fmt: skip
 
 
 def free_bytes(path: Path) -> int:
@@ -145,6 +194,7 @@ def open_env(path: Path, readonly: bool, map_size: int) -> SharedEnv:
         if not readonly:
             path.mkdir(parents=True, exist_ok=True)
         data = path / "data.mdb"
+        check_data_file(path)
         if data.is_file():  # reopen at the size already reached, not the initial one
             map_size = max(map_size, data.stat().st_size)
         env = lmdb.open(str(path), map_size=map_size, readonly=readonly, max_dbs=4,

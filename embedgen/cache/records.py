@@ -9,6 +9,10 @@ from typing import Any
 import numpy as np
 
 DTYPES: dict[str, type[np.floating[Any]]] = {"float32": np.float32, "float16": np.float16}
+MAX_NORM = 1e4
+"""No model this cache serves makes longer vectors; a longer stored one is damaged."""
+UNIT_TOLERANCE = 1e-2
+"""How far from 1 a normalized model's stored norm may be (float16 rounding stays far below)."""
 
 
 @dataclass(frozen=True)
@@ -21,14 +25,25 @@ class ModelInfo:
     dim: int
     dtype: str
     created: str = ""
+    normalized: bool = False
+    """The model's vectors have unit length (a stored vector that does not is damaged)."""
 
     @property
     def nbytes(self) -> int:
         return self.dim * np.dtype(DTYPES[self.dtype]).itemsize
 
+    def plausible(self, matrix: np.ndarray) -> np.ndarray:
+        """Per row: finite, with a norm this model can produce (unit length if normalized)."""
+        with np.errstate(all="ignore"):
+            rows = matrix.astype(np.float32, copy=False)
+            norms = np.sqrt(np.einsum("ij,ij->i", rows, rows))
+        if self.normalized:
+            return np.abs(norms - 1.0) <= UNIT_TOLERANCE  # type: ignore[no-any-return]
+        return norms <= MAX_NORM  # type: ignore[no-any-return]  # False for inf and NaN
+
     def to_json(self) -> bytes:
         record = {"description": self.description, "name": self.name, "dim": self.dim}
-        record.update(dtype=self.dtype, created=self.created)
+        record.update(dtype=self.dtype, created=self.created, normalized=self.normalized)
         return json.dumps(record, sort_keys=True).encode()
 
     @classmethod
@@ -37,8 +52,9 @@ class ModelInfo:
         try:
             rec = json.loads(bytes(raw))
             info = cls(fingerprint, str(rec["description"]), str(rec["name"]), int(rec["dim"]),
-                       str(rec["dtype"]), str(rec.get("created", "")))  # fmt: skip
-        except (ValueError, KeyError, TypeError):
+                       str(rec["dtype"]), str(rec.get("created", "")),
+                       rec.get("normalized", False) is True)  # fmt: skip
+        except (ValueError, KeyError, TypeError, AttributeError):
             return None
         return info if info.dtype in DTYPES and info.dim > 0 else None
 
@@ -62,6 +78,8 @@ class VerifyReport:
     removed: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
     bad_models: int = 0
+    bad_records: int = 0
+    """Damaged document and last-run records (a run ignores them and rebuilds them)."""
 
     @property
     def remaining(self) -> int:

@@ -4,12 +4,14 @@ One LMDB environment (a directory) holds three sub-databases:
 
 - ``vectors``: key = :func:`~embedgen.cache.keys.cache_key`, value = the raw vector bytes in
   the model's registered dtype.
-- ``models``: fingerprint id -> JSON ``{description, name, dim, dtype, created}``.
-- ``meta``: ``last_run`` -> JSON ``{hits, misses, fingerprint, model, finished}``.
+- ``models``: fingerprint id -> JSON ``{description, name, dim, dtype, created, normalized}``.
+- ``meta``: ``last_run`` -> JSON ``{hits, misses, fingerprint, model, finished}``, and the
+  document records of :mod:`~embedgen.pipeline.docindex`.
 
-A value that does not decode to a finite vector of the registered dim is a miss (counted in
-:attr:`VectorCache.bad_reads`), never a result. The map grows by itself when it fills, and a
-map grown by another process is adopted.
+Every value carries a checksum over its key and bytes (:mod:`~embedgen.cache.seal`). A
+value whose check fails, or that does not decode to a vector of the registered dim with a
+norm the model can produce, is a miss (counted in :attr:`VectorCache.bad_reads`), never a
+result. The map grows by itself when it fills, and a map grown by another process is adopted.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from embedgen.cache.env import (
 )
 from embedgen.cache.keys import check_id, check_keys, resolve_cache_dir
 from embedgen.cache.records import DTYPES, ModelInfo
+from embedgen.cache.seal import CHECK_BYTES, checksum, doc_record, record, seal
 from embedgen.errors import CacheError
 
 T = TypeVar("T")
@@ -53,7 +56,8 @@ class VectorCache:
         self._models: dict[bytes, ModelInfo] = {}
         self._closed = False
         self.bad_reads = 0
-        """Values seen by :meth:`get_many` that were corrupt, of the wrong size or non-finite."""
+        """Damaged values this handle read and ignored: a failed checksum, the wrong size, a
+        vector not finite or of a norm its model cannot make, a damaged document record."""
 
     @classmethod
     def open(
@@ -145,19 +149,21 @@ class VectorCache:
 
     def _model_in(self, txn: Any, fingerprint: bytes) -> ModelInfo | None:
         raw = txn.get(fingerprint, db=self._shared.models)
-        return None if raw is None else ModelInfo.from_json(fingerprint, raw)
+        return None if raw is None else ModelInfo.from_json(fingerprint, record(fingerprint, raw))
 
     # -- models ---------------------------------------------------------------------------
 
     def register_model(
-        self, fingerprint: bytes, description: str, name: str, dim: int, dtype: str = "float32"
-    ) -> ModelInfo:
-        """Record a model's fingerprint, so lookups know its dim and dtype and stats its name."""
+        self, fingerprint: bytes, description: str, name: str, dim: int, dtype: str = "float32",
+        *, normalized: bool = False,
+    ) -> ModelInfo:  # fmt: skip
+        """Record a model's fingerprint, so lookups know its dim, dtype and whether its vectors
+        have unit length, and stats its name."""
         check_id(fingerprint)
         if dtype not in DTYPES or dim <= 0:
             raise ValueError(f"cache stores float32 or float16 vectors of dim > 0, got {dtype}")
         created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        info = ModelInfo(fingerprint, description, name, int(dim), dtype, created)
+        info = ModelInfo(fingerprint, description, name, int(dim), dtype, created, normalized)
 
         def write(txn: Any) -> ModelInfo:
             old = self._model_in(txn, fingerprint)
@@ -166,10 +172,10 @@ class VectorCache:
                     f"fingerprint {fingerprint.hex()} is registered with dim {old.dim} "
                     f"{old.dtype}; the fingerprint must cover dim and dtype"
                 )
-            if old is not None and (old.description, old.name) == (description, name):
-                return old
             keep = info if old is None else replace(info, created=old.created)
-            txn.put(fingerprint, keep.to_json(), db=self._shared.models)
+            sealed = seal(fingerprint, keep.to_json())
+            if txn.get(fingerprint, db=self._shared.models) != sealed:  # new, changed or old
+                txn.put(fingerprint, sealed, db=self._shared.models)
             return keep
 
         self._models[fingerprint] = self._txn(write, write=True)
@@ -179,7 +185,8 @@ class VectorCache:
         """Registered models (damaged records are left out; ``verify`` reports them)."""
 
         def read(txn: Any) -> list[ModelInfo]:
-            found = (ModelInfo.from_json(k, v) for k, v in txn.cursor(db=self._shared.models))
+            found = (ModelInfo.from_json(k, record(k, v))
+                     for k, v in txn.cursor(db=self._shared.models))  # fmt: skip
             return [m for m in found if m is not None]
 
         return self._txn(read)
@@ -189,8 +196,10 @@ class VectorCache:
     def get_many(self, fingerprint: bytes, keys: Sequence[bytes]) -> list[np.ndarray | None]:
         """Cached vectors for ``keys`` (None for a miss), all read in one transaction.
 
-        A value of the wrong size or with non-finite numbers is a miss, counted in
-        :attr:`bad_reads`. Hits are float arrays of the registered dtype.
+        A value whose checksum fails, of the wrong size, or not a vector the model can make
+        (:meth:`ModelInfo.plausible`) is a miss, counted in :attr:`bad_reads`. Values written
+        before checksums (exactly the vector's size) are read with the vector check only.
+        Hits are float arrays of the registered dtype.
         """
         check_keys(fingerprint, keys)
         vectors_db = self._shared.vectors
@@ -206,24 +215,40 @@ class VectorCache:
         if info is None:
             return out
         size = info.nbytes
-        found = [i for i, v in enumerate(values) if v is not None and len(v) == size]
-        self.bad_reads += sum(1 for v in values if v is not None and len(v) != size)
+        sealed = size + CHECK_BYTES
+        found: list[int] = []
+        parts: list[bytes] = []
+        for i, value in enumerate(values):
+            if value is None:
+                continue
+            if len(value) == sealed:
+                payload = value[:size]
+                if checksum(keys[i], payload) != value[size:]:
+                    self.bad_reads += 1
+                    continue
+            elif len(value) == size:  # written before checksums
+                payload = value
+            else:
+                self.bad_reads += 1
+                continue
+            found.append(i)
+            parts.append(payload)
         if not found:
             return out
-        matrix = np.frombuffer(b"".join(values[i] for i in found), DTYPES[info.dtype])  # type: ignore[misc]
+        matrix = np.frombuffer(b"".join(parts), DTYPES[info.dtype])
         matrix = matrix.reshape(len(found), info.dim).copy()
-        finite = np.isfinite(matrix).all(axis=1)
-        self.bad_reads += int((~finite).sum())
+        ok = info.plausible(matrix)
+        self.bad_reads += int((~ok).sum())
         for row, i in enumerate(found):
-            if finite[row]:
+            if ok[row]:
                 out[i] = matrix[row]
         return out
 
     def put_many(self, fingerprint: bytes, keys: Sequence[bytes], vectors: np.ndarray) -> int:
         """Store vectors in one durable write transaction; returns how many were stored.
 
-        Rows are cast to the registered dtype; a row that is not finite after the cast
-        (e.g. a float16 overflow) is not stored.
+        Rows are cast to the registered dtype; a row that is not plausible after the cast
+        (not finite, e.g. a float16 overflow, or a norm the model cannot make) is not stored.
         """
         check_keys(fingerprint, keys)
         info = self._models.get(fingerprint)
@@ -238,13 +263,13 @@ class VectorCache:
                              f"got {matrix.shape}")  # fmt: skip
         with np.errstate(over="ignore"):  # a float16 overflow becomes inf: not stored
             matrix = np.ascontiguousarray(matrix, dtype=DTYPES[info.dtype])
-        finite = np.isfinite(matrix).all(axis=1)
-        items = sorted((k, matrix[i].tobytes()) for i, k in enumerate(keys) if finite[i])
+        ok = info.plausible(matrix)
+        items = sorted((k, seal(k, matrix[i].tobytes())) for i, k in enumerate(keys) if ok[i])
         models_db, vectors_db = self._shared.models, self._shared.vectors
 
         def write(txn: Any) -> int:
             if txn.get(fingerprint, db=models_db) is None:  # cleared by another process
-                txn.put(fingerprint, info.to_json(), db=models_db)
+                txn.put(fingerprint, seal(fingerprint, info.to_json()), db=models_db)
             with txn.cursor(db=vectors_db) as cursor:
                 cursor.putmulti(items)
             return len(items)
@@ -254,16 +279,20 @@ class VectorCache:
     # -- document records ---------------------------------------------------------------
 
     def get_docs(self, keys: Sequence[bytes]) -> list[bytes | None]:
-        """Document records (from :func:`~embedgen.cache.keys.doc_keys`), None where unknown."""
+        """Document records (from :func:`~embedgen.cache.keys.doc_keys`), None where unknown
+        or damaged (counted in :attr:`bad_reads`)."""
         meta = self._shared.meta
-        return self._txn(lambda txn: [txn.get(k, db=meta) for k in keys])
+        raws = self._txn(lambda txn: [txn.get(k, db=meta) for k in keys])
+        out = [doc_record(k, raw) for k, raw in zip(keys, raws)]
+        self.bad_reads += sum(1 for raw, rec in zip(raws, out) if raw is not None and rec is None)
+        return out
 
     def put_docs(self, items: Sequence[tuple[bytes, bytes]]) -> None:
         """Store document records in one write transaction."""
         if not items:
             return
         meta = self._shared.meta
-        ordered = sorted(items)
+        ordered = sorted((k, seal(k, v)) for k, v in items)
 
         def write(txn: Any) -> None:
             with txn.cursor(db=meta) as cursor:
@@ -279,7 +308,7 @@ class VectorCache:
         info = self._models.get(fingerprint)
         rec["model"] = info.name if info else None
         rec["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        data = json.dumps(rec, sort_keys=True).encode()
+        data = seal(LAST_RUN, json.dumps(rec, sort_keys=True).encode())
         self._txn(lambda txn: txn.put(LAST_RUN, data, db=self._shared.meta), write=True)
 
     def last_run(self) -> dict[str, Any] | None:
@@ -288,7 +317,7 @@ class VectorCache:
         if raw is None:
             return None
         try:
-            rec: dict[str, Any] = json.loads(raw)
+            rec: dict[str, Any] = json.loads(record(LAST_RUN, raw))
             total = int(rec["hits"]) + int(rec["misses"])
         except (ValueError, KeyError, TypeError):
             return None

@@ -120,7 +120,8 @@ def verify_cmd(
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help=_CACHE_DIR_HELP),
     fix: bool = typer.Option(False, "--fix", help="Remove the bad entries found."),
 ) -> None:
-    """Check every cached vector decodes to a finite vector of its model's dim.
+    """Check every cached value's checksum, that it is a vector its model can make, and
+    every model and document record.
 
     Exits 1 when bad entries remain (run again with --fix to remove them).
     """
@@ -138,10 +139,14 @@ def verify_cmd(
     typer.echo(line + (f" ({reasons})" if reasons else ""))
     if report.bad_models:
         typer.echo(f"{report.bad_models} damaged model records" + (" removed" if fix else ""))
+    if report.bad_records:
+        typer.echo(f"{report.bad_records} damaged document or run records"
+                   + (" removed" if fix else ""))  # fmt: skip
     if fix and report.bad:
         typer.echo(f"removed {report.removed:,} bad entries")
-    if report.remaining or (report.bad_models and not fix):
-        error(f"{report.remaining:,} bad entries remain; run `embedgen cache verify --fix`")
+    left = report.remaining + (0 if fix else report.bad_models + report.bad_records)
+    if left:
+        error(f"{left:,} bad entries remain; run `embedgen cache verify --fix`")
         raise typer.Exit(1)
 
 

@@ -74,7 +74,8 @@ class EmbedWorker:
         self.cache = open_cache(run)
         fp_id = fingerprint_id(info.fingerprint)
         if self.cache is not None:
-            self.cache.register_model(fp_id, info.fingerprint, info.model, info.dim, run.dtype)
+            self.cache.register_model(fp_id, info.fingerprint, info.model, info.dim, run.dtype,
+                                      normalized=info.unit_vectors)  # fmt: skip
         self.lookup = Lookup(self.cache, fp_id, dim=info.dim, read=not run.sparse and not mixed,
                              extra_columns=self.columns)  # fmt: skip
         self.store = Store(self.cache, fp_id, enabled=not mixed)

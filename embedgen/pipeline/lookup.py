@@ -8,6 +8,7 @@ repeats copy it. Runs that may mix models, or want sparse weights, do not read t
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,8 @@ import numpy as np
 from embedgen.cache import cache_keys
 from embedgen.pipeline.progress import Counters
 from embedgen.pipeline.windows import Window
+
+log = logging.getLogger("embedgen")
 
 
 @dataclass
@@ -51,6 +54,16 @@ class Lookup:
         self.dim = dim
         self.read = read and cache is not None
         self.extra_columns = extra_columns
+        self._warned = False
+
+    def damaged(self) -> int:
+        """Damaged cache values seen so far (ignored and recomputed), warned about once."""
+        bad = int(self.cache.bad_reads) if self.cache is not None else 0
+        if bad and not self._warned:
+            self._warned = True
+            log.warning(f"damaged values in the cache at {self.cache.path} are ignored and "
+                        "recomputed; `embedgen cache verify --fix` removes them")  # fmt: skip
+        return bad
 
     def keys(self, texts: list[str]) -> list[bytes]:
         return cache_keys(self.fp_id, texts)
@@ -68,6 +81,7 @@ class Lookup:
             return held
         held.keys = self.keys([c.text for c in chunks])
         hits = self.hits(held.keys)
+        self.damaged()
         missing: list[int] = []
         for i in range(len(chunks)):
             if hits is not None and hits[i] is not None:

@@ -145,7 +145,8 @@ class LocalRun:
             extra_columns=self.columns,
         )  # fmt: skip
         if cache is not None:
-            cache.register_model(self.fp_id, info.fingerprint, info.model, info.dim, run.dtype)
+            cache.register_model(self.fp_id, info.fingerprint, info.model, info.dim, run.dtype,
+                                 normalized=info.unit_vectors)  # fmt: skip
         self.store = Store(cache, self.fp_id, enabled=not mixed)
         from embedgen.pipeline.embed import Embedder
 
@@ -250,7 +251,7 @@ class LocalRun:
             self.cache.record_run(c.cached, c.computed, self.fp_id)
         if not c.skipped and self.skipped_path.exists():
             self.skipped_path.unlink()
-        return RunSummary.of(
+        summary = RunSummary.of(
             c,
             output=self.spec.output,
             skipped_path=self.skipped_path,
@@ -259,6 +260,8 @@ class LocalRun:
             provider_stats=dict(self.router.stats()),
             mixed_models="model" in self.columns,
         )
+        summary.damaged = self.lookup.damaged()
+        return summary
 
     def _record_skips(self, skips: list[Skip]) -> None:
         if not skips:

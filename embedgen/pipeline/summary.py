@@ -28,6 +28,8 @@ class RunSummary:
     mixed_models: bool = False
     budget_lines: list[str] = field(default_factory=list)
     """What the run spent, per provider (when any provider has a price)."""
+    damaged: int = 0
+    """Damaged cache values the run read, ignored and recomputed."""
 
     @classmethod
     def of(
@@ -81,6 +83,9 @@ class RunSummary:
         out.extend(self.budget_lines)
         if self.mixed_models:
             out.append("warning: rows were embedded by different models (see the model column)")
+        if self.damaged:
+            out.append(f"warning: {self.damaged:,} damaged cache values were ignored and "
+                       "recomputed; run `embedgen cache verify --fix`")  # fmt: skip
         return out
 
     def _lines(self) -> list[str]:

@@ -41,6 +41,11 @@ class ProviderInfo:
     details: dict[str, str] = field(default_factory=dict)
     """Extra facts for output metadata (pooling, normalisation, device...)."""
 
+    @property
+    def unit_vectors(self) -> bool:
+        """The model L2-normalises its vectors (the cache then rejects any that are not)."""
+        return self.details.get("normalize") == "true"
+
 
 @dataclass(frozen=True)
 class Batch:
