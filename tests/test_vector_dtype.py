@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
@@ -139,3 +140,23 @@ def test_codes_round_trip() -> None:
     for dtype in ("binary", "ubinary"):
         assert np.array_equal(decode(encode(v, dtype), dtype), np.where(v > 0, 1.0, -1.0))
     assert [bytes_per_vector(d, 384) for d in VECTOR_DTYPES] == [1536, 768, 384, 384, 48, 48]
+
+
+def test_ray_shards_need_one_calibration(tmp_path: Path) -> None:
+    """A directory of shards fitting its own ranges per shard would not compare: refused."""
+    from embedgen.config import RunConfig
+    from embedgen.engines.ray_output import DirSink, Rows
+    from embedgen.errors import UsageError
+    from embedgen.providers.base import ProviderInfo
+
+    info = ProviderInfo(name="local", kind="onnx", model="m", space="s", dim=16, max_tokens=8,
+                        max_batch_inputs=4, max_batch_tokens=64, fingerprint="f")  # fmt: skip
+    run = RunConfig(vector_dtype="int8")
+    with pytest.raises(UsageError, match="--calibration"):
+        DirSink(tmp_path / "a", Rows(run, 16, ()), info, 8)
+    calibrated = tmp_path / "cal.parquet"  # any float file of dim 16 will do
+    flat = pa.array(np.eye(16, dtype=np.float32).reshape(-1))
+    pq.write_table(pa.table({"embedding": pa.FixedSizeListArray.from_arrays(flat, 16)}), calibrated)
+    run = RunConfig(vector_dtype="int8", calibration=str(calibrated))
+    sink = DirSink(tmp_path / "b", Rows(run, 16, ()), info, 8)
+    assert sink.vectors.ranges is not None and "cal.parquet" in sink.vectors.ranges.source
