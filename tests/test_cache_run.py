@@ -418,3 +418,45 @@ def test_a_plain_model_folder_is_fingerprinted_by_its_content_not_its_name(
     assert fingerprint(first) != fingerprint(first, pooling="cls")  # settings still count
     (copy / "model.onnx_data").write_bytes(b"\0" * 16)  # external weights beside the model
     assert fingerprint(first) != fingerprint(copy)
+
+
+def test_cache_stats_labels_models_and_prune_removes_the_unused_ones(
+    write_parquet, tmp_path: Path
+) -> None:
+    """``cache stats`` names each model with its settings and last use; ``cache prune``
+    removes the models no run used for a while, or one model, and a dry run removes nothing."""
+    import time
+
+    src = write_parquet({"text": ["one document", "another document", "a third one"]})
+    out = tmp_path / "o.parquet"
+    assert (
+        runner.invoke(app, ["run", str(src), "-o", str(out), "--max-tokens", "64", "-q"]).exit_code
+        == 0
+    )
+    time.sleep(3)
+    assert runner.invoke(app, ["run", str(src), "-o", str(out), "-q"]).exit_code == 0
+
+    def stats() -> list[dict]:
+        result = runner.invoke(app, ["cache", "stats", "--json"])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)["models"]
+
+    assert runner.invoke(app, ["cache", "verify"]).exit_code == 0  # use records are sealed
+    rows = stats()
+    assert len(rows) == 2 and all(r["name"] == "all-MiniLM-L6-v2-qint8" for r in rows)
+    assert sorted(r["settings"]["max_tokens"] for r in rows) == ["256", "64"]
+    assert all(r["settings"]["pooling"] == "mean" and r["last_used"] for r in rows)
+    table = runner.invoke(app, ["cache", "stats"], env={"COLUMNS": "300"}).stdout
+    assert "max_tokens=64" in table and "max_tokens=256" in table
+
+    dry = runner.invoke(app, ["cache", "prune", "--unused-since", "2s", "--dry-run"])
+    assert dry.exit_code == 0 and "would remove all-MiniLM-L6-v2-qint8" in dry.stdout
+    assert len(stats()) == 2
+    pruned = runner.invoke(app, ["cache", "prune", "--unused-since", "2s"])
+    assert pruned.exit_code == 0, pruned.output
+    (kept,) = stats()
+    assert kept["settings"]["max_tokens"] == "256"  # the model used last stays
+    assert runner.invoke(app, ["cache", "prune", "--model", kept["fingerprint"][:8]]).exit_code == 0
+    assert stats() == []
+    assert runner.invoke(app, ["cache", "prune"]).exit_code == 2
+    assert runner.invoke(app, ["cache", "prune", "--unused-since", "soon"]).exit_code == 2

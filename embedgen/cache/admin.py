@@ -1,4 +1,4 @@
-"""Cache maintenance for ``embedgen cache``: stats, verify, clear and finding a model.
+"""Cache maintenance for ``embedgen cache``: stats, verify, clear, prune and finding a model.
 
 :class:`CacheAdmin` is a :class:`~embedgen.cache.store.VectorCache` with the operations
 that scan or delete whole key ranges; a run never needs them.
@@ -15,8 +15,8 @@ import numpy as np
 
 from embedgen.cache.keys import DOC_PREFIX, ID_BYTES, KEY_BYTES
 from embedgen.cache.records import DTYPES, ModelInfo, ModelStats, VerifyReport
-from embedgen.cache.seal import CHECK_BYTES, checksum, doc_record, record
-from embedgen.cache.store import LAST_RUN, VectorCache
+from embedgen.cache.seal import CHECK_BYTES, checksum, doc_record, record, unseal
+from embedgen.cache.store import LAST_RUN, USED, VectorCache
 from embedgen.errors import UsageError
 
 _DELETE_CHUNK = 20_000
@@ -38,7 +38,11 @@ class CacheAdmin(VectorCache):
                     acc = counts.setdefault(last, [0, 0])
                 acc[0] += 1
                 acc[1] += len(value)
-            return [ModelStats(fp, models.get(fp), n, b) for fp, (n, b) in counts.items()]
+            used = _used(txn, self._shared.meta)
+            return [
+                ModelStats(fp, models.get(fp), n, b, used.get(fp, ""))
+                for fp, (n, b) in counts.items()
+            ]
 
         rows = self._txn(read, buffers=True)
         return sorted(rows, key=lambda s: (s.model is None, s.model.name if s.model else "",
@@ -118,15 +122,31 @@ class CacheAdmin(VectorCache):
             removed = self._txn(drop, write=True)
             self._models.clear()
             return removed
+        return sum(self._remove(info) for info in self.match(model))
+
+    def unused_since(self, cutoff: str, model: str | None = None) -> list[ModelInfo]:
+        """Models (all, or those ``model`` matches) no run has used since ``cutoff`` (ISO UTC).
+
+        A model no run recorded (a cache from before embedgen recorded use) counts from
+        when it was registered.
+        """
+        used = self._txn(lambda txn: _used(txn, self._shared.meta))
+        models = self.match(model) if model is not None else self.models()
+        return [m for m in models if (used.get(m.fingerprint_id) or m.created) < cutoff]
+
+    def prune(self, models: list[ModelInfo]) -> int:
+        """Remove ``models`` (from :meth:`unused_since` or :meth:`match`); vectors removed."""
+        return sum(self._remove(info) for info in models)
+
+    def _remove(self, info: ModelInfo) -> int:
         removed = 0
-        for info in self.match(model):
-            step = partial(self._delete_range, fingerprint=info.fingerprint_id)
-            while True:  # bounded: each step removes _DELETE_CHUNK entries or finishes
-                n = self._txn(step, write=True)
-                removed += n
-                if n < _DELETE_CHUNK:
-                    break
-            self._models.pop(info.fingerprint_id, None)
+        step = partial(self._delete_range, fingerprint=info.fingerprint_id)
+        while True:  # bounded: each step removes _DELETE_CHUNK entries or finishes
+            n = self._txn(step, write=True)
+            removed += n
+            if n < _DELETE_CHUNK:
+                break
+        self._models.pop(info.fingerprint_id, None)
         return removed
 
     def _delete_range(self, txn: Any, fingerprint: bytes) -> int:
@@ -139,6 +159,7 @@ class CacheAdmin(VectorCache):
                 removed += 1
         if removed < _DELETE_CHUNK:
             txn.delete(fingerprint, db=self._shared.models)
+            txn.delete(USED + fingerprint, db=self._shared.meta)
         return removed
 
     def match(self, model: str) -> list[ModelInfo]:
@@ -157,6 +178,20 @@ class CacheAdmin(VectorCache):
                 return hexed
         raise UsageError(f"no model {model!r} in the cache at {self.path}; "
                          "see `embedgen cache stats` for names and fingerprints")  # fmt: skip
+
+
+def _used(txn: Any, meta: Any) -> dict[bytes, str]:
+    """Fingerprint id -> when a run last used it, from the ``meta`` records."""
+    out: dict[bytes, str] = {}
+    with txn.cursor(db=meta) as cursor:
+        found = cursor.set_range(USED)
+        while found and bytes(cursor.key()).startswith(USED):
+            key = bytes(cursor.key())
+            when = unseal(key, cursor.value())
+            if when is not None:  # a damaged record: as if unused since registered
+                out[key[len(USED) :]] = when.decode("ascii", "replace")
+            found = cursor.next()
+    return out
 
 
 def _iter_models(txn: Any, db: Any) -> Iterator[ModelInfo]:
@@ -193,6 +228,8 @@ def _bad_record(key: Any, raw: Any) -> bool:
     so a record under any other key has a damaged key)."""
     if bytes(key[: len(DOC_PREFIX)]) == DOC_PREFIX:
         return doc_record(key, raw) is None
+    if bytes(key[: len(USED)]) == USED:
+        return unseal(key, raw) is None
     if bytes(key) != LAST_RUN:
         return True
     try:

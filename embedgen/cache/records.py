@@ -59,6 +59,24 @@ class ModelInfo:
         return info if info.dtype in DTYPES and info.dim > 0 else None
 
 
+_HASHES = ("sha256", "tokenizer", "model")
+"""Fingerprint parts that identify files (shown as the model's name, not as settings)."""
+
+
+def settings_of(description: str) -> dict[str, str]:
+    """The settings a fingerprint description records (pooling, max tokens, dimensions...).
+
+    ``onnx|sha256=...|pooling=mean|normalize=True|dimensions=None|...`` gives
+    ``{"pooling": "mean", "normalize": "True", ...}``: unset values and file hashes are left out.
+    """
+    out: dict[str, str] = {}
+    for part in description.split("|"):
+        key, eq, value = part.partition("=")
+        if eq and key not in _HASHES and value not in ("None", "''", ""):
+            out[key] = value
+    return out
+
+
 @dataclass(frozen=True)
 class ModelStats:
     """Entries stored under one fingerprint id; ``model`` is None when it is unregistered."""
@@ -67,6 +85,8 @@ class ModelStats:
     model: ModelInfo | None
     entries: int
     bytes: int
+    last_used: str = ""
+    """When a run last used the model (UTC, ISO 8601); empty: no run recorded it."""
 
 
 @dataclass

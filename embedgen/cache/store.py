@@ -5,8 +5,9 @@ One LMDB environment (a directory) holds three sub-databases:
 - ``vectors``: key = :func:`~embedgen.cache.keys.cache_key`, value = the raw vector bytes in
   the model's registered dtype.
 - ``models``: fingerprint id -> JSON ``{description, name, dim, dtype, created, normalized}``.
-- ``meta``: ``last_run`` -> JSON ``{hits, misses, fingerprint, model, finished}``, and the
-  document records of :mod:`~embedgen.pipeline.docindex`.
+- ``meta``: ``last_run`` -> JSON ``{hits, misses, fingerprint, model, finished}``,
+  ``used:<fingerprint id>`` -> when a run last used that model (UTC, ISO 8601, for
+  ``cache prune``), and the document records of :mod:`~embedgen.pipeline.docindex`.
 
 Every value carries a checksum over its key and bytes (:mod:`~embedgen.cache.seal`). A
 value whose check fails, or that does not decode to a vector of the registered dim with a
@@ -45,6 +46,8 @@ from embedgen.errors import CacheError
 T = TypeVar("T")
 _C = TypeVar("_C", bound="VectorCache")
 LAST_RUN = b"last_run"
+USED = b"used:"
+"""``used:`` + fingerprint id -> when a run last used the model (for ``cache prune``)."""
 
 
 class VectorCache:
@@ -307,9 +310,16 @@ class VectorCache:
         rec = {"hits": int(hits), "misses": int(misses), "fingerprint": fingerprint.hex()}
         info = self._models.get(fingerprint)
         rec["model"] = info.name if info else None
-        rec["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        finished = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        rec["finished"] = finished
         data = seal(LAST_RUN, json.dumps(rec, sort_keys=True).encode())
-        self._txn(lambda txn: txn.put(LAST_RUN, data, db=self._shared.meta), write=True)
+        used = USED + fingerprint
+
+        def write(txn: Any) -> None:
+            txn.put(LAST_RUN, data, db=self._shared.meta)
+            txn.put(used, seal(used, finished.encode()), db=self._shared.meta)
+
+        self._txn(write, write=True)
 
     def last_run(self) -> dict[str, Any] | None:
         """The record of the last run (hits, misses, hit_rate, model, finished), if any."""

@@ -1,8 +1,9 @@
-"""``embedgen cache stats | verify | clear | path``: inspect and maintain the vector cache."""
+"""``embedgen cache stats | verify | clear | prune | path``: inspect and maintain the cache."""
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -66,6 +67,8 @@ def stats_cmd(
 
 
 def _row_json(row: ModelStats) -> dict[str, Any]:
+    from embedgen.cache.records import settings_of
+
     m = row.model
     return {
         "name": m.name if m else None,
@@ -73,7 +76,9 @@ def _row_json(row: ModelStats) -> dict[str, Any]:
         "description": m.description if m else None,
         "dim": m.dim if m else None,
         "dtype": m.dtype if m else None,
+        "settings": settings_of(m.description) if m else None,
         "created": m.created if m else None,
+        "last_used": row.last_used or None,
         "entries": row.entries,
         "bytes": row.bytes,
     }
@@ -83,6 +88,7 @@ def _print_stats(path: Path, rows: list[ModelStats], last: dict[str, Any] | None
     from rich.console import Console
     from rich.table import Table
 
+    from embedgen.cache.records import settings_of
     from embedgen.util.sizes import format_bytes
 
     console = Console(highlight=False)
@@ -90,17 +96,20 @@ def _print_stats(path: Path, rows: list[ModelStats], last: dict[str, Any] | None
         console.print(f"cache at {path}: empty", markup=False)
     else:
         table = Table(title=f"cache at {path}", title_justify="left")
-        for column in ("model", "fingerprint", "dim", "dtype"):
-            table.add_column(column)
+        table.add_column("model (settings)", overflow="fold", min_width=24)
+        for column in ("fingerprint", "vectors", "last used"):
+            table.add_column(column, no_wrap=True)
         table.add_column("entries", justify="right")
         table.add_column("bytes", justify="right")
         for row in rows:
             m = row.model
+            settings = settings_of(m.description) if m else {}
             table.add_row(
-                m.name if m else "(unregistered)",
+                (m.name if m else "(unregistered)")
+                + "".join(f"\n  {k}={v}" for k, v in settings.items()),
                 row.fingerprint_id.hex()[:12],
-                str(m.dim) if m else "?",
-                m.dtype if m else "?",
+                f"{m.dim}-d {m.dtype}" if m else "?",
+                (row.last_used or "never")[:10],
                 f"{row.entries:,}",
                 format_bytes(row.bytes),
             )
@@ -148,6 +157,55 @@ def verify_cmd(
     if left:
         error(f"{left:,} bad entries remain; run `embedgen cache verify --fix`")
         raise typer.Exit(1)
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_age(text: str) -> float:
+    """Seconds in an age such as ``30d``, ``12h``, ``2w`` (also ``m`` minutes, ``s`` seconds)."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text.lower())
+    if m is None:
+        raise typer.BadParameter(f"expected an age such as 30d, 12h or 2w, got {text!r}")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+@cache_app.command("prune")
+def prune_cmd(
+    unused_since: str | None = typer.Option(
+        None, "--unused-since", help="Remove models no run has used for this long (30d, 12h, 2w)."
+    ),
+    model: str | None = typer.Option(
+        None, "--model", help="Only this model: its name or a fingerprint hex prefix."
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List what would go; remove nothing."),
+    cache_dir: Path | None = typer.Option(None, "--cache-dir", help=_CACHE_DIR_HELP),
+) -> None:
+    """Remove the cached vectors of models not used lately, or of one model."""
+    import time
+
+    from embedgen.cache import CacheAdmin
+    from embedgen.errors import UsageError
+
+    if unused_since is None and model is None:
+        raise UsageError("cache prune: give --unused-since AGE, --model NAME, or both")
+    age = parse_age(unused_since) if unused_since is not None else None
+    path = _where(cache_dir)
+    if not _exists(path):
+        typer.echo(f"no cache at {path}; nothing to prune")
+        return
+    with CacheAdmin.open(path, readonly=dry_run) as cache:
+        if age is None:
+            chosen = cache.match(model) if model is not None else []
+        else:
+            cutoff = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - age))
+            chosen = cache.unused_since(cutoff, model)
+        names = ", ".join(f"{m.name} ({m.fingerprint_id.hex()[:12]})" for m in chosen)
+        if dry_run or not chosen:
+            typer.echo(f"would remove {names}" if chosen else "nothing to prune")
+            return
+        removed = cache.prune(chosen)
+    typer.echo(f"removed {removed:,} vectors of {names} from {path}")
 
 
 @cache_app.command("clear")
