@@ -64,3 +64,31 @@ def test_the_int8_resume_precision_is_the_measured_minimum() -> None:
     text = " ".join(README.read_text("utf-8").split())
     assert "differs at about cosine 0.997" not in text
     assert "the lowest cosine measured was 0.9905" in text
+
+
+def test_the_docs_say_what_the_code_does() -> None:
+    """Contradictions a new user found (#24): machine paths, Ray vector equality with int8,
+    the Windows config's batch_tokens default and preload_model."""
+    text = README.read_text("utf-8")
+    assert "/work/" not in text and "stvenv" not in text
+    flat = " ".join(text.split())
+    assert "vectors equal to ~1e-6 with fp32 models" in flat and "int8 default's move" in flat
+    win = (README.parent / "configs" / "windows_config.toml").read_text("utf-8")
+    assert "default 8192 tokens" not in win and "embedgen always does" not in win
+    from embedgen.providers.onnx import DEFAULT_BATCH_TOKENS
+
+    assert f"default {DEFAULT_BATCH_TOKENS['cpu']} padded tokens on CPU" in win
+
+
+def test_config_init_writes_budget_and_provider_examples(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from embedgen.cli import app
+    from embedgen.config import load
+
+    path = tmp_path / "embedgen.toml"
+    assert CliRunner().invoke(app, ["config", "init", str(path)]).exit_code == 0
+    body = path.read_text("utf-8")
+    assert "[budget]" in body and "# monthly_usd = 20.0" in body
+    assert "#   [providers.openai]" in body and 'api_key_env = "OPENAI_API_KEY"' in body
+    load(path)  # still loads, every example commented

@@ -462,3 +462,16 @@ def test_the_summary_reports_wall_time_model_preparation_included(write_parquet)
     assert 0.97 * wall <= summary.seconds <= wall
     assert 0 < summary.embed_seconds <= summary.seconds
     assert "reading, embedding and writing" in summary.lines()[4]
+
+
+def test_a_too_long_chunk_window_from_the_config_is_named_as_such(
+    write_parquet, tmp_path: Path
+) -> None:
+    """The warning named ``--max-tokens 512`` when the value came from the config (#24)."""
+    cfg = tmp_path / "w.toml"
+    cfg.write_text("[bge_m3_local]\nmax_sequence_length = 512\n")
+    result = invoke(str(write_parquet({"text": TEXTS})), "-c", str(cfg))
+    assert result.exit_code == 0, result.output
+    flat = " ".join(result.output.split())
+    assert "max tokens 512 (--max-tokens, run.max_tokens or max_sequence_length)" in flat
+    assert "--max-tokens 512" not in flat

@@ -75,8 +75,8 @@ def no_effect(cfg: Config) -> list[str]:
         )
     if cfg.performance and not cfg.performance.preload_model:
         out.append(
-            "performance.preload_model = false: embedgen always loads the model "
-            "before reading the corpus, so a broken model fails fast"
+            "performance.preload_model = false has no effect: embedgen loads the model "
+            "as soon as a run has something to embed (never in a fully cached run)"
         )
     return out
 

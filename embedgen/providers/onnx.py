@@ -133,7 +133,8 @@ class OnnxProvider(Provider):
         self.max_tokens = min(max_tokens, limit) if max_tokens else limit
         if max_tokens and max_tokens > limit:
             log.warning(
-                f"--max-tokens {max_tokens} exceeds the model's limit {limit}; using {limit}"
+                f"max tokens {max_tokens} (--max-tokens, run.max_tokens or "
+                f"max_sequence_length) exceeds the model's limit {limit}; using {limit}"
             )
         if self.max_tokens <= self._tokenizer.overhead:
             raise ModelError(f"max tokens {self.max_tokens} leaves no room for text")
