@@ -306,6 +306,11 @@ def extra_sections(args: argparse.Namespace) -> None:
 
         print(f"\n== engines: ray ({args.workers} workers) vs local, whole process, same input")
         print(bench_ray.report(bench_ray.measure(args.input, args.workers), args.workers))
+    if args.memory:
+        import bench_memory
+
+        print("\n== memory: whole `embedgen run` process, peaks sampled from /proc/PID/status")
+        bench_memory.section(args)
     if args.api_rate:
         sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
         import bench_api
@@ -356,6 +361,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="Ray workers for --engine ray")
     parser.add_argument("--fp32", type=Path, help="fp32 export: int8 variants vs its plain loop")
     parser.add_argument("--optimized", type=Path, help="an `embedgen optimize` folder (--fp32)")
+    parser.add_argument(
+        "--memory",
+        action="store_true",
+        help="also run the memory section: RssAnon/RssFile, cold and cached (bench_memory.py)",
+    )
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import bench_memory
+
+    bench_memory.add_arguments(parser)
     parser.add_argument("--json", nargs="?", const="-", help="write results as JSON (- stdout)")
     args = parser.parse_args(argv)
     if args.repeat < 1:
