@@ -85,6 +85,8 @@ class HubServer:
     """Names added to every listing and served as given (e.g. ``onnx/../../x``)."""
     down: bool = False
     """Answer every request with 503."""
+    bare_errors: bool = False
+    """Errors without the Hub's ``X-Error-Code`` headers (a plain mirror's 404)."""
     unverified: bool = False
     """List file names only, without size, git blob id or sha256 (a mirror that lists
     no hashes); files are still served."""
@@ -154,6 +156,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _error(self, status: int, code: str, message: str, commit: str | None = None) -> None:
         headers = {"X-Error-Code": code, "X-Error-Message": message}
+        if self.server_state.bare_errors:
+            headers = {}
         if commit:
             headers["X-Repo-Commit"] = commit
         self._send(status, json.dumps({"error": message}).encode(), headers)

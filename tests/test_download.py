@@ -457,3 +457,14 @@ def test_require_verified_refuses_a_folder_fetched_unverified(hub: HubServer, mo
     assert result.exit_code == 0, result.output
     m = read_manifest(models / "tiny-st")
     assert m is not None and not m.extra.get("unverified")
+
+
+def test_a_missing_repo_on_a_plain_mirror_is_not_found_not_unreachable(
+    hub: HubServer, models: Path
+) -> None:
+    """A 404 without the Hub's error headers said "cannot reach the Hub" (#24)."""
+    hub.bare_errors = True
+    result = cli("download", "acme/missing")
+    assert result.exit_code == 1
+    flat = " ".join(result.output.split())
+    assert "acme/missing not found" in flat and "cannot reach" not in flat

@@ -71,6 +71,8 @@ def test_the_docs_say_what_the_code_does() -> None:
     the Windows config's batch_tokens default and preload_model."""
     text = README.read_text("utf-8")
     assert "/work/" not in text and "stvenv" not in text
+    assert "Every file is checked against the Hub's sha256;" not in text  # not when unlisted
+    assert "unless `--require-verified` is given" in " ".join(text.split())
     flat = " ".join(text.split())
     assert "vectors equal to ~1e-6 with fp32 models" in flat and "int8 default's move" in flat
     win = (README.parent / "configs" / "windows_config.toml").read_text("utf-8")

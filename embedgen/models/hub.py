@@ -114,6 +114,11 @@ def map_error(exc: BaseException, *, repo: str, revision: str, target: Path) -> 
         )
     if isinstance(exc, hf.HfHubHTTPError):
         status = getattr(getattr(exc, "response", None), "status_code", None)
+        if status == 404:  # a mirror that answers without the Hub's error codes
+            return ModelError(
+                f"repo {repo} not found on {ep} (HTTP 404 for revision {revision!r}); check "
+                "the name and revision (private repos need HF_TOKEN)"
+            )
         return _unreachable(ep, target, f"HTTP {status}" if status else _first(exc))
     if _is_network_error(exc):
         return _unreachable(ep, target, _first(exc) or type(exc).__name__)
