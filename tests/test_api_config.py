@@ -103,9 +103,8 @@ def test_catalog_facts_and_prices() -> None:
     assert batch_price("cohere", "embed-v4.0") is None
     cohere = model_facts("embed-english-v3.0")
     assert cohere is not None and cohere.limits() == (512, 96, 96 * 512)
-    # Listed for its price only: the vector size must come from the config.
-    gemini = lookup("gemini", "gemini-embedding-001")
-    assert gemini is not None and gemini.dim is None and gemini.limits() is None
+    # Only models a provider kind can serve are listed (gemini was, with no kind for it).
+    assert lookup("gemini", "gemini-embedding-001") is None
 
 
 @pytest.mark.parametrize(

@@ -142,8 +142,32 @@ def test_models_prices_is_the_table_the_providers_use() -> None:
     assert data["as_of"] == PRICES_AS_OF
     table = {(p["provider"], p["model"]): p for p in data["prices"]}
     assert table[("openai", "text-embedding-3-small")]["batch_usd_per_mtok"] == 0.01
-    assert table[("gemini", "gemini-embedding-001")]["usd_per_mtok"] == 0.15
+    from embedgen.config.catalog import KINDS, family_of
+
+    families = {family_of(k) for k in KINDS}
+    assert {p for p, _ in table} <= families, "a listed provider that no kind accepts"
     assert OpenAIConfig(model="text-embedding-3-large").price() == 0.13
     assert OpenAIConfig(model="text-embedding-3-large", price_per_mtok=0.5).price() == 0.5
     text = runner.invoke(app, ["models", "--prices"])
     assert f"prices as of {PRICES_AS_OF}" in text.stdout
+
+
+@pytest.mark.parametrize("columns", ["80", "110"])
+def test_the_table_fits_narrow_terminals_and_shows_the_corpus_tokens(
+    write_parquet, columns: str
+) -> None:
+    """At 80 and 110 columns every cell was cut (``prov…``, ``openai:te…``, ``$0.``); a fully
+    cached local model showed 0 tokens (#24)."""
+    src = write_parquet({"text": ["a first text to count", "and a second one"]})
+    assert runner.invoke(app, ["run", str(src), "-q"]).exit_code == 0  # all cached now
+    args = ["cost-estimate", str(src), "-p", "openai:text-embedding-3-small", "-p", "local:default"]
+    result = runner.invoke(app, args, env={"COLUMNS": columns})
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.output and "$0. " not in result.output + " "
+    flat = result.output.replace("\n", " ")
+    assert "local:default" in flat and "100.0%" in flat
+    data = json.loads(runner.invoke(app, [*args, "--json"]).stdout)
+    local = next(p for p in data["providers"] if p["provider"] == "local:default")
+    assert local["tokens"] == 0 and local["tokens_all_chunks"] > 0
+    tokens_row = next(ln for ln in result.output.splitlines() if "│ tokens" in ln)
+    assert f"{local['tokens_all_chunks']:,}" in tokens_row

@@ -40,4 +40,6 @@ def fmt_usd(pico: int) -> str:
         return "$0"
     if abs(value) >= 0.01:
         return f"${value:,.2f}"
+    if abs(value) < 0.000001:  # "$0." said nothing
+        return "<$0.000001" if value > 0 else "-<$0.000001"
     return f"${value:.6f}".rstrip("0")

@@ -62,24 +62,28 @@ def _print(report: dict[str, Any]) -> None:
     title = f"{report['input']}: {report['documents']:,} documents"
     if report["extrapolated"]:
         title += f" (extrapolated from the first {report['sample_documents']:,})"
-    table = Table(
-        "provider", "model", "chunks", "tokens", "cached", "requests", "cost", "batch API",
-        "time", "fits budget", title=title,
-    )  # fmt: skip
-    for r in report["providers"]:
-        fits = {None: "no cap", True: "[green]yes[/]", False: "[red]no[/]"}[r["fits_budget"]]
-        table.add_row(
-            r["provider"],
-            r["model"],
-            f"{r['chunks']:,}",
-            f"{r['tokens']:,}" + ("*" if r["token_count"].startswith("estimate") else ""),
-            f"{r['cached_pct']:.1f}%",
-            "-" if r["requests"] is None else f"{r['requests']:,}",
-            money(r["cost_usd"]),
-            money(r["batch_cost_usd"]),
-            _duration(r["seconds"]),
-            fits,
-        )
+    # One column per provider, one row per figure: it fits 80 columns with a few
+    # providers (ten figures side by side were cut to "prov…" and "$0.").
+    rows = report["providers"]
+    table = Table(title=title, title_justify="left")
+    table.add_column("", no_wrap=True)
+    for r in rows:
+        table.add_column(r["provider"], overflow="fold")
+    figures: list[tuple[str, Any]] = [
+        ("model", lambda r: r["model"]),
+        ("chunks", lambda r: f"{r['chunks']:,}"),
+        ("tokens", lambda r: f"{r['tokens_all_chunks']:,}" + _star(r)),
+        ("cached", lambda r: f"{r['cached_pct']:.1f}%"),
+        ("to embed", lambda r: f"{r['tokens']:,} tokens" + _star(r)),
+        ("requests", lambda r: "-" if r["requests"] is None else f"{r['requests']:,}"),
+        ("cost", lambda r: money(r["cost_usd"])),
+        ("batch API", lambda r: money(r["batch_cost_usd"])),
+        ("time", lambda r: _duration(r["seconds"])),
+        ("fits budget", lambda r: {None: "no cap", True: "[green]yes[/]",
+                                   False: "[red]no[/]"}[r["fits_budget"]]),
+    ]  # fmt: skip
+    for label, cell in figures:
+        table.add_row(label, *(cell(r) for r in rows))
     console = Console(highlight=False)
     console.print(table)
     for r in report["providers"]:
@@ -92,6 +96,10 @@ def _print(report: dict[str, Any]) -> None:
     if any(r["token_count"].startswith("estimate") for r in report["providers"]):
         console.print("* estimated: no public tokenizer for this API; counted on the high side")
     console.print(f"prices as of {report['prices_as_of']} (embedgen models --prices)")
+
+
+def _star(r: dict[str, Any]) -> str:
+    return "*" if r["token_count"].startswith("estimate") else ""
 
 
 def _batch_note(r: dict[str, Any]) -> str:

@@ -103,7 +103,6 @@ HOSTED: tuple[HostedModel, ...] = (
     _cohere("embed-english-light-v3.0", 0.10, 384, 512),
     _cohere("embed-multilingual-light-v3.0", 0.10, 384, 512),
     HostedModel("mistral", "mistral-embed", 0.10, None, 1024, 8192, 512, 16_384),
-    HostedModel("gemini", "gemini-embedding-001", 0.15),
 )
 """Every listed model, in the order ``embedgen models --prices`` shows them."""
 
@@ -116,7 +115,6 @@ MATRYOSHKA = frozenset(
         "voyage-3.5-lite",
         "voyage-3-large",
         "embed-v4.0",
-        "gemini-embedding-001",
     }
 )
 """Listed models trained for truncation (their APIs take an output dimension)."""
