@@ -24,10 +24,42 @@
     ├── LockHeld                  exit 5   another run holds the output lock
     └── BatchesPending            exit 6   batches submitted; run the same command to collect
 
-Every error carries a one-line message that says what went wrong and what to do.
+Every error carries a one-line message that says what went wrong and what to do. A run
+that fails attaches what it kept (:class:`Kept`) as ``exc.kept``: structured data, which
+the message shows in parentheses, never text re-parsed from the message.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Kept:
+    """What a failed run kept, and how to go on from it (any engine).
+
+    ``committed`` is None where the engine cannot count the cached chunks (Ray's driver).
+    """
+
+    partial: Path | None = None
+    """The rows written so far, kept as ``<stem>.partial.parquet``."""
+    committed: int | None = None
+    """Embedded chunks committed to the cache by this run."""
+    cache: str | None = None
+    """Where the cache is."""
+
+    def __str__(self) -> str:
+        if self.committed is None:
+            return f"rows written so far are in {self.partial}" if self.partial else ""
+        done = self.committed
+        where = f"{done:,} embedded chunks are in the cache at {self.cache}" if done else ""
+        if self.partial is not None:
+            note = f"rows written so far are in {self.partial}"
+            return note + (f"; {where}" if where else "")
+        if where:
+            return f"no rows were written yet; {where}: re-run the same command to go on"
+        return "nothing was embedded yet"
 
 
 class EmbedgenError(Exception):
@@ -36,6 +68,13 @@ class EmbedgenError(Exception):
     exit_code = 1
     warning = False
     """True: the command did its work, and the message is printed as ``warning: ...``."""
+    kept: Kept | None = None
+    """What the failed run kept (set by the run, shown after the message)."""
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        note = str(self.kept) if self.kept is not None else ""
+        return f"{text} ({note})" if note else text
 
 
 class UsageError(EmbedgenError):
@@ -157,14 +196,3 @@ EXIT_BUDGET = 3
 EXIT_SKIPPED = 4
 EXIT_LOCKED = 5
 EXIT_PENDING = 6
-
-
-def note_kept(exc: BaseException, note: str) -> None:
-    """Add what a failed or interrupted run kept (``note``) to the message of ``exc``.
-
-    A KeyboardInterrupt carries it as its only argument, which the CLI prints.
-    """
-    if isinstance(exc, EmbedgenError):
-        exc.args = (f"{exc.args[0]} ({note})",)
-    elif isinstance(exc, KeyboardInterrupt):
-        exc.args = (note,)

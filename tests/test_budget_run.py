@@ -121,3 +121,26 @@ def test_max_cost_on_the_command_line_raises_the_config_run_cap(
         done = runner.invoke(app, [*args, "--max-cost", "1000"])
         assert done.exit_code == 0, done.output
         assert out.exists()
+
+
+def test_a_budget_stop_carries_what_was_kept_as_data(tmp_path: Path, write_parquet) -> None:
+    """The failure context is a structured attribute (``exc.kept``), shown once in the text."""
+    from embedgen import embed_corpus
+    from embedgen.errors import BudgetExceeded, Kept
+
+    with ApiServer("openai", key=KEY) as server:
+        src, cfg = _setup(tmp_path, write_parquet, server)
+        count = server.state.count_tokens
+        texts = [
+            f"document {i} talks about {'several things ' * (i % 6)}topic {i}" for i in range(240)
+        ]
+        cap = cost_pico(sum(count(t) for t in texts), PRICE) / 2 / PICO
+        out = tmp_path / "out.parquet"
+        with pytest.raises(BudgetExceeded) as err:
+            embed_corpus(src, out, config=cfg, quiet=True, max_cost_usd=cap, sort_window=16)
+    kept = err.value.kept
+    assert isinstance(kept, Kept)
+    assert kept.partial == tmp_path / "out.partial.parquet" and kept.partial.exists()
+    text = str(err.value)
+    assert text.endswith(f" ({kept})") and text.count("rows written so far") == 1
+    assert "remaining:" in text and not out.exists()

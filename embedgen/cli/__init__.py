@@ -33,8 +33,9 @@ class _Group(TyperGroup):
             except EmbedgenError as exc:
                 (warn if exc.warning else error)(str(exc))
                 raise typer.Exit(exc.exit_code) from None
-            except KeyboardInterrupt as exc:  # a run notes what it kept in the args
-                kept = f" ({exc.args[0]})" if exc.args else ""
+            except KeyboardInterrupt as exc:  # a run notes what it kept (errors.Kept)
+                note = str(getattr(exc, "kept", "") or "")
+                kept = f" ({note})" if note else ""
                 error(
                     f"interrupted{kept}; embedded chunks are kept in the cache, re-run to continue"
                 )

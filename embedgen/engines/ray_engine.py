@@ -257,22 +257,17 @@ class _RayRun:
         msg = self.ray.get(actor.budget_stop_message.remote()) if actor is not None else None
         if msg is None:
             return exc
+        cache = open_cache(self.run)
         try:
-            cache = open_cache(self.run)
-            try:
-                rest = RunBudget(self.spec.cfg, None)._remaining(
-                    list(self.spec.paths), cache, router
-                )
-            finally:
-                if cache is not None:
-                    cache.close()
-            msg += "; " + rest
-        except Exception as err:  # the stop message must not be lost to a counting error
-            log.warning(f"could not count what remains to embed: {err}")
-        return BudgetExceeded(msg)
+            return RunBudget(self.spec.cfg, None).stopped(
+                msg, exc, list(self.spec.paths), cache, router
+            )
+        finally:
+            if cache is not None:
+                cache.close()
 
     def _pipeline(self, router: Any, actor: Any) -> Any:
-        from embedgen.engines.ray_output import DirSink, Rows, Sink
+        from embedgen.engines.ray_output import Rows, Sink
         from embedgen.engines.ray_units import chunk_units, plan_units, portable_windows
         from embedgen.engines.ray_worker import EmbedWorker
         from embedgen.pipeline.windows import Windows, make_chunker, read_options
@@ -321,6 +316,4 @@ class _RayRun:
         rows = Rows(run, info.dim, self.columns)
         max_tokens = chunker.window + tokenizer.overhead
         sink = Sink(self.spec, rows, info, max_tokens, self.mode, self.dataset, len(units))
-        if self.dataset:
-            sink.dir = DirSink(self.spec.output, rows, info, max_tokens)
         return sink.consume(ds.iter_batches(batch_size=None, batch_format="pyarrow"), router, actor)

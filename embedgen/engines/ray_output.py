@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from embedgen.engines.ray_units import KEEP_PREFIX
-from embedgen.errors import UsageError, note_kept
+from embedgen.errors import UsageError
+from embedgen.pipeline.ends import RunEnds
 
 DESCRIPTION = "_embedgen.json"
 
@@ -74,70 +75,36 @@ class Rows:
         return columns, vectors, keep
 
 
-def open_file_writer(path: Path, first: Any, rows: Rows, info: Any, max_tokens: int) -> Any:
-    from embedgen.pipeline.vectors import output_format
-    from embedgen.pipeline.write import OutputWriter, output_metadata
-
-    id_type, keep_schema = rows.schema_args(first)
-    return OutputWriter(
-        path,
-        dim=info.dim,
-        dtype=rows.run.dtype,
-        with_text=not rows.run.no_text,
-        id_type=id_type,
-        keep_schema=keep_schema,
-        with_model="model" in rows.extra_columns,
-        with_sparse="sparse" in rows.extra_columns,
-        metadata=output_metadata(info, rows.run, max_tokens),
-        vectors=output_format(info, rows.run),
-    )
-
-
 class DirSink:
     """``-o DIR/``: a shard per window, then ``_embedgen.json``."""
 
-    def __init__(self, root: Path, rows: Rows, info: Any, max_tokens: int) -> None:
+    def __init__(self, root: Path, rows: Rows, ends: RunEnds) -> None:
         self.root = root
         self.rows = rows
-        self.info = info
-        self.max_tokens = max_tokens
+        self.ends = ends
         self.shards: list[dict[str, Any]] = []
         from embedgen.pipeline.vectors import output_format
 
-        self.vectors = output_format(info, rows.run)
+        self.vectors = output_format(ends.info, rows.run)
         if self.vectors.needs_fit:
             raise UsageError(
                 f"--vector-dtype {self.vectors.dtype} into a directory of shards needs one "
                 "calibration for every shard: pass --calibration FILE (an earlier output)"
             )
-        self._id_type: Any = None
-        self._keep_schema: Any = None
+        self._types: tuple[Any, Any] | None = None
         root.mkdir(parents=True, exist_ok=True)
         for stale in root.glob(".part-*.tmp-*"):
             stale.unlink(missing_ok=True)
 
     def write(self, table: Any) -> None:
         """One window (marker first) as its shard; empty windows write none."""
-        if self._id_type is None:
-            self._id_type, self._keep_schema = self.rows.schema_args(table)
+        if self._types is None:
+            self._types = self.rows.schema_args(table)
         if table.num_rows <= 1:
             return
-        from embedgen.pipeline.write import OutputWriter, output_metadata
-
         unit, win = int(table.column("_unit")[0].as_py()), int(table.column("_win")[0].as_py())
         name = f"part-{unit:05d}-{win:06d}.parquet"
-        writer = OutputWriter(
-            self.root / name,
-            dim=self.info.dim,
-            dtype=self.rows.run.dtype,
-            with_text=not self.rows.run.no_text,
-            id_type=self._id_type,
-            keep_schema=self._keep_schema,
-            with_model="model" in self.rows.extra_columns,
-            with_sparse="sparse" in self.rows.extra_columns,
-            metadata=output_metadata(self.info, self.rows.run, self.max_tokens),
-            vectors=self.vectors,
-        )
+        writer = self.ends.new_writer(self.root / name, *self._types, vectors=self.vectors)
         try:
             columns, vectors, keep = self.rows.split(table, writer.schema)
             writer.write(columns, vectors, keep)
@@ -158,7 +125,7 @@ class DirSink:
                 old.unlink()
         doc = {
             "format": "embedgen-dataset/1",
-            "metadata": output_metadata(self.info, self.rows.run, self.max_tokens),
+            "metadata": output_metadata(self.ends.info, self.rows.run, self.ends.max_tokens),
             "order": "shards in the listed (file name) order, rows in file order",
             "shards": self.shards,
             "rows": sum(s["rows"] for s in self.shards),
@@ -169,12 +136,12 @@ class DirSink:
 
 
 class Sink:
-    """The driver's end: reorder, count, record skips, write, summarise."""
+    """The driver's end: reorder, then the run's ends (count, skips, write, summary)."""
 
     def __init__(
         self,
         spec: Any,
-        rows: Any,
+        rows: Rows,
         info: Any,
         max_tokens: int,
         mode: str,
@@ -182,60 +149,43 @@ class Sink:
         units: int,
     ) -> None:
         from embedgen.engines.reorder import Reorder
-        from embedgen.pipeline.progress import Counters
 
         self.spec = spec
         self.rows = rows
         self.info = info
-        self.max_tokens = max_tokens
-        self.mode = mode
         self.dataset = dataset
         out = spec.output
         self.spill = out.parent / f".{out.name}.spill-{os.getpid()}"
         self.reorder = Reorder(units, self.spill)
-        self.counters = Counters()
-        self.writer: Any = None
-        self.dir: Any = None
-        self.skipped_path = spec.skipped_path if not dataset else out / "skipped.jsonl"
-        self._skip_file: Any = None
+        skipped = out / "skipped.jsonl" if dataset else None
+        self.ends = RunEnds(spec, info, mode=mode, columns=rows.extra_columns,
+                            max_tokens=max_tokens, skipped_path=skipped)  # fmt: skip
+        self.counters = self.ends.counters
+        self.dir = DirSink(out, rows, self.ends) if dataset else None
 
     def consume(self, batches: Any, router: Any, actor: Any) -> Any:
-        from embedgen.pipeline.progress import Progress
-        from embedgen.pipeline.read import count_rows
-
-        total = count_rows(list(self.spec.paths))
-        if self.spec.cfg.run.limit is not None and total is not None:
-            total = min(total, self.spec.cfg.run.limit)
-        progress = Progress(total, mode=self.mode)
         try:
             for batch in batches:
                 self._count_cached(batch)
                 for window in self.reorder.add(batch):
                     self._write(window)
-                    progress.update(self.counters)
             self.reorder.check_finished()
-            if self.dataset:
+            if self.dir is not None:
                 self.dir.finish(asdict(self.counters))
             else:
-                if self.writer is None:
-                    self._open_empty()
-                self.writer.finish()
+                self.ends.finish()
         except BaseException as exc:
             from embedgen.engines.ray_engine import worker_error
 
-            kept = self.writer.abort() if self.writer is not None else None
-            err = worker_error(exc)
-            if kept is not None:
-                note_kept(err, f"rows written so far are in {kept}")
+            err = worker_error(exc)  # the embedgen error a worker raised, unwrapped
+            self.ends.failed(err)
             if err is not exc:
                 raise err from None
             raise
         finally:
-            progress.close()
-            if self._skip_file is not None:
-                self._skip_file.close()
+            self.ends.close()
             shutil.rmtree(self.spill, ignore_errors=True)
-        return self._summary(router, actor)
+        return self._summary(actor)
 
     def _count_cached(self, batch: Any) -> None:
         import pyarrow.compute as pc
@@ -250,73 +200,38 @@ class Sink:
     def _write(self, window: Any) -> None:
         import pyarrow.compute as pc
 
-        c = self.counters
-        c.documents += int(window.column("_docs")[0].as_py())
-        c.chunks += window.num_rows - 1
-        c.tokens += int(pc.sum(window.column("tokens")).as_py() or 0)
         skips = window.column("_skips")[0].as_py()
         if skips:
-            self._record_skips(skips.split("\n"))
-        if self.dataset:
+            self.ends.skips(skips.split("\n"))
+        if self.dir is not None:
             self.dir.write(window)
-            return
-        if self.writer is None:
-            from embedgen.engines.ray_output import open_file_writer
+        else:
+            writer = self.ends.writer or self.ends.open_writer(*self.rows.schema_args(window))
+            if window.num_rows > 1:
+                columns, vectors, keep = self.rows.split(window, writer.schema)
+                writer.write(columns, vectors, keep)
+        documents = int(window.column("_docs")[0].as_py())
+        tokens = int(pc.sum(window.column("tokens")).as_py() or 0)
+        self.ends.counted(documents, window.num_rows - 1, tokens)
 
-            self.writer = open_file_writer(
-                self.spec.output, window, self.rows, self.info, self.max_tokens
-            )
-        if window.num_rows > 1:
-            columns, vectors, keep = self.rows.split(window, self.writer.schema)
-            self.writer.write(columns, vectors, keep)
-
-    def _open_empty(self) -> None:
-        import pyarrow as pa
-
-        from embedgen.engines.ray_output import open_file_writer
-
-        empty = pa.table({"id": pa.array([], pa.int64())})
-        self.writer = open_file_writer(self.spec.output, empty, self.rows, self.info,
-                                       self.max_tokens)  # fmt: skip
-
-    def _record_skips(self, lines: list[str]) -> None:
-        if self._skip_file is None:
-            self.skipped_path.parent.mkdir(parents=True, exist_ok=True)
-            self._skip_file = self.skipped_path.open("w", encoding="utf-8")
-        for line in lines:
-            self._skip_file.write(line + "\n")
-        self._skip_file.flush()
-        self.counters.skipped += len(lines)
-
-    def _summary(self, router: Any, actor: Any) -> Any:
-        from embedgen.pipeline.run import RunSummary, open_cache
+    def _summary(self, actor: Any) -> Any:
+        from embedgen.cache import fingerprint_id
+        from embedgen.pipeline.run import open_cache
         from embedgen.router import ProviderStats
 
-        c = self.counters
-        if not c.skipped and self.skipped_path.exists():
-            self.skipped_path.unlink()
         stats: dict[str, Any] = {}
         if actor is not None:
             merged = self.ray_get(actor.stats.remote())
             stats = {name: ProviderStats(name=name, **{k: int(v) if k != "seconds" else v
                                                         for k, v in st.items()})
                      for name, st in merged.items()}  # fmt: skip
-        cache = open_cache(self.spec.cfg.run) if self.spec.cfg.run.use_cache else None
-        if cache is not None:
-            from embedgen.cache import fingerprint_id
-
-            try:
-                cache.record_run(c.cached, c.computed, fingerprint_id(self.info.fingerprint))
-            finally:
+        cache = open_cache(self.spec.cfg.run)
+        try:
+            fp_id = fingerprint_id(self.info.fingerprint)
+            return self.ends.summary(cache=cache, fp_id=fp_id, provider_stats=stats)
+        finally:
+            if cache is not None:
                 cache.close()
-        return RunSummary.of(
-            c,
-            output=self.spec.output,
-            skipped_path=self.skipped_path,
-            info=self.info,
-            provider_stats=stats,
-            mixed_models="model" in self.rows.extra_columns,
-        )
 
     @staticmethod
     def ray_get(ref: Any) -> Any:

@@ -15,7 +15,12 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from embedgen.pipeline.chunk import Chunk
 
 KEEP_PREFIX = "k:"
 """Passthrough (``--keep``) columns travel as ``k:<name>``, clear of the engine's own."""
@@ -118,6 +123,27 @@ def window_table(unit: int, win: int, w: Any, last: bool, with_ids: bool) -> Any
             col = taken.column(name).combine_chunks()
             cols[KEEP_PREFIX + name] = pa.concat_arrays([pa.nulls(1, col.type), col])
     return pa.table(cols)
+
+
+def table_chunks(table: Any) -> tuple[np.ndarray, list[Chunk]]:
+    """The chunk rows of a window table (markers left out): their row numbers and chunks.
+
+    The inverse of :func:`window_table` for what an embedding worker needs; a chunk's
+    document number is not shipped (only the driver needs documents).
+    """
+    from embedgen.pipeline.chunk import Chunk
+
+    rows = np.nonzero(table.column("_pos").to_numpy() >= 0)[0]
+    n = table.num_rows
+    text = table.column("text").to_pylist()
+    index = table.column("chunk").to_pylist()
+    start = table.column("char_start").to_pylist()
+    end = table.column("char_end").to_pylist()
+    tokens = table.column("tokens").to_pylist()
+    ids_col = "_input_ids" in table.column_names
+    input_ids = table.column("_input_ids").to_pylist() if ids_col else [None] * n
+    chunks = [Chunk(0, index[i], start[i], end[i], text[i], tokens[i], input_ids[i]) for i in rows]
+    return rows, chunks
 
 
 def _ids_array(values: list[Any]) -> Any:

@@ -31,13 +31,9 @@ class EmbedWorker:
         limits: str | None,
         keys: dict[str, str],
     ) -> None:
-        from embedgen.cache import fingerprint_id
         from embedgen.config import apply_overrides
-        from embedgen.pipeline.embed import Embedder
-        from embedgen.pipeline.lookup import Lookup
+        from embedgen.pipeline.core import Stages
         from embedgen.pipeline.run import open_cache
-        from embedgen.pipeline.spec import extra_columns
-        from embedgen.pipeline.store import Store
         from embedgen.router import Router
         from embedgen.router.build import build_members
 
@@ -51,8 +47,6 @@ class EmbedWorker:
         apply_overrides(cfg, "model", model_opts)
         run = cfg.run
         self.name = f"{socket.gethostname()}:{os.getpid()}"
-        self.columns = extra_columns(run)
-        mixed = "model" in self.columns
         self.actor: Any = None
         spend = None
         if limits is not None:
@@ -69,66 +63,30 @@ class EmbedWorker:
             ray_limits.install(self.router, self.actor)
             if not any(m.info.price_per_mtok > 0 for m in self.members):
                 self.router.spend = None
-        info = self.router.info
-        self.dim = info.dim
+        self.dim = self.router.info.dim
         self.cache = open_cache(run)
-        fp_id = fingerprint_id(info.fingerprint)
-        if self.cache is not None:
-            self.cache.register_model(fp_id, info.fingerprint, info.model, info.dim, run.dtype,
-                                      normalized=info.unit_vectors)  # fmt: skip
-        self.lookup = Lookup(self.cache, fp_id, dim=info.dim, read=not run.sparse and not mixed,
-                             extra_columns=self.columns)  # fmt: skip
-        self.store = Store(self.cache, fp_id, enabled=not mixed)
-        self.embedder = Embedder(self.router, self.columns)
+        self.stages = Stages.build(run, self.router, self.cache)
 
     def __call__(self, table: Any) -> Any:
         import pyarrow as pa
 
-        from embedgen.pipeline.chunk import Chunk
+        from embedgen.engines.ray_units import table_chunks
         from embedgen.pipeline.progress import Counters
-        from embedgen.pipeline.windows import Window
 
-        pos = table.column("_pos").to_numpy()
-        rows = np.nonzero(pos >= 0)[0]
         n = table.num_rows
-        ids_col = "_input_ids" in table.column_names
-        texts = table.column("text").to_pylist()
-        chunk_no = table.column("chunk").to_pylist()
-        starts = table.column("char_start").to_pylist()
-        ends = table.column("char_end").to_pylist()
-        tokens = table.column("tokens").to_pylist()
-        input_ids = table.column("_input_ids").to_pylist() if ids_col else [None] * n
-        chunks = [
-            Chunk(0, chunk_no[i], starts[i], ends[i], texts[i], tokens[i], input_ids[i])
-            for i in rows
-        ]
-        counters = Counters()
-        # only the chunks matter to the lookup stage; the documents stay with the driver
-        window = Window(docs=None, chunks=chunks, doc_index=[], skips=[], documents=0)  # type: ignore[arg-type]
-        held = self.lookup(window, counters)
-        cached = np.ones(len(chunks), dtype=bool)
-        cached[held.todo] = False
-        extras = held.extras
-        for done in self.embedder.embed(chunks, held.todo):
-            held.out[done.rows] = done.vectors
-            for name, values in done.extras.items():
-                for i, value in zip(done.rows, values):
-                    extras[name][i] = value
-            self.store.put([held.keys[i] for i in done.rows], done.vectors)
-        self.store.wait()  # every row that leaves this actor is in the cache
-        for i, j in held.copies:
-            held.out[i] = held.out[j]
-            for values in extras.values():
-                values[i] = values[j]
+        rows, chunks = table_chunks(table)
+        held = self.stages.lookup(chunks, Counters())
+        filled = self.stages.fill([held], Counters())  # in the cache before rows leave
         vectors = np.zeros((n, self.dim), dtype=np.float32)
-        vectors[rows] = held.out
+        vectors[rows] = filled.out
         is_cached = np.zeros(n, dtype=bool)
-        is_cached[rows] = cached
-        out = table.drop_columns(["_input_ids"]) if ids_col else table
+        is_cached[rows] = True
+        is_cached[rows[filled.todo]] = False
+        out = table.drop_columns(["_input_ids"]) if "_input_ids" in table.column_names else table
         flat = pa.array(vectors.reshape(-1))
         out = out.append_column("embedding", pa.FixedSizeListArray.from_arrays(flat, self.dim))
         out = out.append_column("_cached", pa.array(is_cached))
-        for name, values in extras.items():
+        for name, values in filled.extras.items():
             full: list[Any] = [None] * n
             for k, row in enumerate(rows.tolist()):
                 full[row] = values[k]
@@ -141,7 +99,7 @@ class EmbedWorker:
 
     def __del__(self) -> None:
         try:
-            self.store.close()
+            self.stages.close()
             if self.cache is not None:
                 self.cache.close()
             self.router.close()

@@ -1,4 +1,4 @@
-"""Stage 3: look a window's chunks up in the cache; find the distinct misses.
+"""Stage 3: look chunks up in the cache; find the distinct misses.
 
 Every chunk gets its cache key (model fingerprint + text). Hits are copied into the
 window's vector matrix; of the misses, each distinct text is embedded once and its
@@ -15,17 +15,18 @@ from typing import Any
 import numpy as np
 
 from embedgen.cache import cache_keys
+from embedgen.pipeline.chunk import Chunk
 from embedgen.pipeline.progress import Counters
-from embedgen.pipeline.windows import Window
 
 log = logging.getLogger("embedgen")
 
 
 @dataclass
 class Held:
-    """A window looked up in the cache, waiting for its misses to be embedded."""
+    """Chunks (a window's, or a block's on a Ray worker) looked up in the cache, waiting
+    for their misses to be embedded."""
 
-    window: Window
+    chunks: list[Chunk]
     out: np.ndarray
     """One row per chunk: hits filled in, misses to fill."""
     extras: dict[str, list[Any]]
@@ -72,11 +73,10 @@ class Lookup:
         """Cached vectors by key (None where missing); None when the cache is not read."""
         return self.cache.get_many(self.fp_id, keys) if self.read else None
 
-    def __call__(self, w: Window, counters: Counters) -> Held:
-        chunks = w.chunks
+    def __call__(self, chunks: list[Chunk], counters: Counters) -> Held:
         out = np.empty((len(chunks), self.dim), dtype=np.float32)
         extras: dict[str, list[Any]] = {name: [None] * len(chunks) for name in self.extra_columns}
-        held = Held(w, out, extras)
+        held = Held(chunks, out, extras)
         if not chunks:
             return held
         held.keys = self.keys([c.text for c in chunks])

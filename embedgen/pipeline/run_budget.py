@@ -18,7 +18,6 @@ price) gets no budget at all: no ledger reads or writes.
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -66,20 +65,27 @@ class RunBudget:
         if self.budget is None or self.budget.stop_reason is None:
             return exc
         # rebuilt now that requests in flight at the stop have settled
-        msg = self.budget.message()
-        kept = re.search(r" \(rows written so far are in .*\)$", str(exc.args[0]))
+        return self.stopped(self.budget.message(), exc, paths, cache, router)
+
+    def stopped(
+        self, msg: str, exc: BudgetExceeded, paths: list[Path], cache: Any, router: Router
+    ) -> BudgetExceeded:
+        """The stop error: ``msg``, what remains and its cost, and the partial rows kept."""
         try:
-            msg += "; " + self._remaining(paths, cache, router)
+            msg += "; " + self.remaining(paths, cache, router)
         except Exception as err:  # the stop message must not be lost to a counting error
             log.warning(f"could not count what remains to embed: {err}")
-        return BudgetExceeded(msg + (kept.group(0) if kept else ""))
+        out = BudgetExceeded(msg)
+        if exc.kept is not None and exc.kept.partial is not None:
+            out.kept = exc.kept
+        return out
 
     def close(self, status: str) -> None:
         if self.budget is not None and not self._closed:
             self._closed = True
             self.budget.close(status)
 
-    def _remaining(self, paths: list[Path], cache: Any, router: Router) -> str:
+    def remaining(self, paths: list[Path], cache: Any, router: Router) -> str:
         from embedgen.pipeline.estimate import count
         from embedgen.pipeline.targets import Target
 

@@ -284,16 +284,8 @@ def output_metadata(info: Any, run: Any, max_tokens: int) -> dict[str, str]:
     return meta
 
 
-def open_writer(
-    path: Path,
-    docs: Any,
-    *,
-    info: Any,
-    run: Any,
-    max_tokens: int,
-    extra_columns: tuple[str, ...],
-) -> OutputWriter:
-    """The writer of a run's output, typed after its first document batch (``docs``)."""
+def writer_types(docs: Any, run: Any) -> tuple[Any, Any]:
+    """(id type, passthrough schema) of a run's output, from its first document batch."""
     import pyarrow as pa
 
     id_type: Any = pa.int64()
@@ -302,6 +294,22 @@ def open_writer(
         if run.id_column:
             id_type = id_arrow_type(docs.ids)
         keep_schema = docs.keep.schema if docs.keep is not None else None
+    return id_type, keep_schema
+
+
+def new_writer(
+    path: Path,
+    *,
+    info: Any,
+    run: Any,
+    max_tokens: int,
+    extra_columns: tuple[str, ...],
+    id_type: Any,
+    keep_schema: Any,
+    vectors: vec.VectorFormat | None = None,
+) -> OutputWriter:
+    """A writer of the run's rows (one output file, or one shard of a dataset) at ``path``;
+    ``vectors``: the output's vector format (else the run's, :func:`vec.output_format`)."""
     return OutputWriter(
         path,
         dim=info.dim,
@@ -313,7 +321,7 @@ def open_writer(
         with_sparse="sparse" in extra_columns,
         colbert_dim=int(info.details["colbert_dim"]) if "colbert" in extra_columns else None,
         metadata=output_metadata(info, run, max_tokens),
-        vectors=vec.output_format(info, run),
+        vectors=vectors or vec.output_format(info, run),
     )
 
 

@@ -1,0 +1,143 @@
+"""The two ends of a run, on any engine: progress, skip file, the output, failure, summary.
+
+::
+
+    ends = RunEnds(spec, info, mode=mode, columns=columns, max_tokens=...)
+    try:
+        ends.skips(lines); ends.open_writer(id_type, keep); ends.writer.write(...)
+        ends.counted(documents, chunks, tokens)          # per written window
+        ends.finish()
+    except BaseException as exc:
+        ends.failed(exc, committed=..., cache=...)      # exc.kept: what was kept
+        raise
+    finally:
+        ends.close()
+    return ends.summary(...)
+
+The local engine and the Ray driver both go through this class, so what a run reports
+(counters, the skip list, the kept partial file, the summary) is built in one place.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from embedgen.errors import EmbedgenError, Kept
+from embedgen.pipeline.progress import Counters, Progress
+from embedgen.pipeline.read import count_rows
+from embedgen.pipeline.summary import RunSummary
+from embedgen.pipeline.write import OutputWriter, new_writer
+
+if TYPE_CHECKING:
+    from embedgen.pipeline.spec import RunSpec
+    from embedgen.providers.base import ProviderInfo
+
+
+class RunEnds:
+    """A run's prologue (progress, writer) and epilogue (failure report, summary)."""
+
+    def __init__(
+        self,
+        spec: RunSpec,
+        info: ProviderInfo,
+        *,
+        mode: str,
+        columns: tuple[str, ...],
+        max_tokens: int,
+        skipped_path: Path | None = None,
+    ) -> None:
+        self.spec = spec
+        self.info = info
+        self.columns = columns
+        self.max_tokens = max_tokens
+        self.skipped_path = skipped_path or spec.skipped_path
+        self.counters = Counters()
+        self.writer: OutputWriter | None = None
+        self._skip_file: Any = None
+        self.started = time.perf_counter()
+        total = count_rows(list(spec.paths))
+        limit = spec.cfg.run.limit
+        if limit is not None and total is not None:
+            total = min(total, limit)
+        self.progress = Progress(total, mode=mode)
+
+    def skips(self, lines: list[str]) -> None:
+        """Record skipped documents (one JSON line each) in the skip file."""
+        if not lines:
+            return
+        if self._skip_file is None:
+            self.skipped_path.parent.mkdir(parents=True, exist_ok=True)
+            self._skip_file = self.skipped_path.open("w", encoding="utf-8")
+        for line in lines:
+            self._skip_file.write(line + "\n")
+        self._skip_file.flush()
+        self.counters.skipped += len(lines)
+
+    def counted(self, documents: int, chunks: int, tokens: int) -> None:
+        """A window's rows are on their way out: count them, show progress."""
+        c = self.counters
+        c.documents += documents
+        c.chunks += chunks
+        c.tokens += tokens
+        self.progress.update(c)
+
+    def open_writer(self, id_type: Any, keep_schema: Any) -> OutputWriter:
+        """The output file's writer, typed after the first window."""
+        self.writer = self.new_writer(self.spec.output, id_type, keep_schema)
+        return self.writer
+
+    def new_writer(
+        self, path: Path, id_type: Any, keep_schema: Any, vectors: Any = None
+    ) -> OutputWriter:
+        """A writer of this run's rows at ``path`` (the output, or a dataset's shard)."""
+        return new_writer(path, info=self.info, run=self.spec.cfg.run, max_tokens=self.max_tokens,
+                          extra_columns=self.columns, id_type=id_type, keep_schema=keep_schema,
+                          vectors=vectors)  # fmt: skip
+
+    def finish(self) -> None:
+        """Rename the output into place (an empty file when no window came)."""
+        if self.writer is None:
+            import pyarrow as pa
+
+            self.open_writer(pa.int64(), None)
+        assert self.writer is not None
+        self.writer.finish()
+
+    def failed(
+        self, exc: BaseException, *, committed: int | None = None, cache: Any = None
+    ) -> None:
+        """Keep the rows written so far, and say on ``exc`` what was kept (``exc.kept``).
+
+        ``committed``: chunks this process committed to the cache (None: not known here).
+        """
+        partial = self.writer.abort() if self.writer is not None else None
+        if isinstance(exc, (EmbedgenError, KeyboardInterrupt)):  # Ctrl-C says it too
+            where = str(cache.path) if cache is not None else None
+            vars(exc)["kept"] = Kept(partial, committed, where)
+
+    def close(self) -> None:
+        self.progress.close()
+        if self._skip_file is not None:
+            self._skip_file.close()
+            self._skip_file = None
+
+    def summary(
+        self, *, cache: Any, fp_id: bytes, provider_stats: dict[str, Any], seconds: float = 0.0
+    ) -> RunSummary:
+        """What the run did; recorded in the cache's statistics, the skip file tidied."""
+        c = self.counters
+        if cache is not None:
+            cache.record_run(c.cached, c.computed, fp_id)
+        if not c.skipped and self.skipped_path.exists():
+            self.skipped_path.unlink()
+        return RunSummary.of(
+            c,
+            output=self.spec.output,
+            skipped_path=self.skipped_path,
+            info=self.info,
+            seconds=seconds,
+            provider_stats=provider_stats,
+            mixed_models="model" in self.columns,
+        )
