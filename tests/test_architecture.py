@@ -146,3 +146,59 @@ def test_providers_are_not_probed_for_capabilities() -> None:
                 ):
                     probes.append(f"{path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(node)}")
     assert not probes, "\n".join(probes)
+
+
+STDLIB_PRIVATE = {"os._exit", "atexit._run_exitfuncs"}
+"""Private names of the standard library that embedgen calls on purpose."""
+
+
+def _own_private_names(tree: ast.AST) -> set[str]:
+    """Private names a module defines: functions, classes, names and ``self._x`` attributes."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            if isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"):
+                names.add(node.attr)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+    return {n for n in names if n.startswith("_")}
+
+
+def test_no_module_reads_another_modules_private_attribute() -> None:
+    """``x._name`` only for ``self``/``cls`` or a name the module itself defines (issue #19:
+    the Ray engine once swapped members' ``_requests`` and imported ``read._read_parquet``)."""
+    bad = []
+    for path in _modules():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        own = _own_private_names(tree)
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Attribute) or not node.attr.startswith("_"):
+                continue
+            if node.attr.startswith(("__", "_embedgen")) or node.attr in own:
+                continue  # _embedgen...: this package's own tag on a foreign object
+            if isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"):
+                continue
+            if ast.unparse(node) in STDLIB_PRIVATE:
+                continue
+            bad.append(f"{path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(node)}")
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and "embedgen" in node.module:
+                for alias in node.names:
+                    if alias.name.startswith("_") and not alias.name.startswith("__"):
+                        bad.append(f"{path.relative_to(ROOT)}:{node.lineno}: imports {alias.name}")
+    assert not bad, "\n".join(bad)
+
+
+def test_no_type_ignore_in_engines() -> None:
+    """The engines are typed through (issue #19: a fake ``Window(docs=None)`` hid behind one)."""
+    bad = [
+        f"{path.relative_to(ROOT)}:{n}"
+        for path in sorted((ROOT / "engines").rglob("*.py"))
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if "type: ignore" in line
+    ]
+    assert not bad, bad

@@ -235,3 +235,50 @@ def test_api_key_never_reaches_rays_session_folder(
         if p.is_file() and not p.is_socket() and key.encode() in p.read_bytes()
     ]
     assert found == []
+
+
+def test_the_same_429_scenario_behaves_the_same_on_both_engines(
+    tmp_path: Path, write_parquet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No rpm configured: the member adapts to 429s (AIMD) on either engine, and each engine
+    retries every 429 the server sent to the same rows."""
+    from tests.api_servers import ApiServer
+
+    monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
+    src = write_parquet({"text": [f"short text number {i}" for i in range(96)]})
+    results = {}
+    for engine in ("local", "ray"):
+        with ApiServer("openai", key=API_KEY, rpm=120) as server:
+            cfg = _api_config(tmp_path, server)
+            cfg.write_text(cfg.read_text().replace("max_retries = 0", "max_retries = 8"))
+            summary = embed(src, tmp_path / f"{engine}.parquet", config=cfg, engine=engine,
+                            workers=1, quiet=True, use_cache=False)  # fmt: skip
+            limited = sum(1 for r in server.records if r.status == 429)
+        stats = summary.provider_stats["openai"]
+        results[engine] = pq.read_table(tmp_path / f"{engine}.parquet")
+        assert summary.computed == 96 and stats.failures == limited, engine
+        assert limited > 0 and stats.rate_limited == limited, engine
+    assert results["ray"].equals(results["local"].replace_schema_metadata(
+        results["ray"].schema.metadata))  # fmt: skip
+
+
+def test_a_ray_workers_members_adapt_like_local_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A member built with the run's shared buckets and no rpm/tpm keeps AIMD through headers
+    that state no limit (remote buckets once made it switch off at the first header)."""
+    from embedgen.engines.ray_limits import SharedBuckets
+    from embedgen.providers.api_factory import build_api_provider
+    from embedgen.providers.http_headers import RateLimitHeaders
+    from embedgen.router.build import reliability
+    from embedgen.router.member import Member
+    from tests.api_helpers import api_config
+    from tests.api_servers import ApiServer
+
+    monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
+    with ApiServer("openai", key=API_KEY) as server:
+        cfg = api_config("openai", server)
+    for buckets in (None, SharedBuckets(actor=None)):
+        m = Member(build_api_provider("openai", cfg), reliability(cfg), buckets=buckets)
+        assert m.aimd is not None
+        m.observe(RateLimitHeaders(remaining_requests=3, reset_requests=1.0))
+        assert m.aimd is not None, buckets
+        m.close()

@@ -91,7 +91,7 @@ def run_spec(spec: Any, mode: str, opts: EngineOptions, *, dataset: bool = False
     if opts.kind == "ray":
         from embedgen.engines.ray_engine import run_ray
 
-        return run_ray(spec, mode, opts, dataset=dataset)  # type: ignore[no-any-return]
+        return run_ray(spec, mode, opts, dataset=dataset)
     from embedgen.pipeline.run import run_local
 
     if dataset:

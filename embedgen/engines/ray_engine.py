@@ -24,10 +24,13 @@ import time
 import uuid
 import warnings
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from embedgen.engines.ray_plan import EngineOptions, WorkerPlan, plan_workers
 from embedgen.errors import BudgetExceeded, EmbedgenError, EngineUnavailableError, WorkerLost
+
+if TYPE_CHECKING:
+    from embedgen.pipeline.summary import RunSummary
 
 log = logging.getLogger("embedgen")
 
@@ -167,7 +170,7 @@ class RayCluster:
             self.ray.shutdown()
 
 
-def run_ray(spec: Any, mode: str, engine: EngineOptions, *, dataset: bool = False) -> Any:
+def run_ray(spec: Any, mode: str, engine: EngineOptions, *, dataset: bool = False) -> RunSummary:
     """Run ``spec`` on Ray, holding the output lock; returns the local engine's RunSummary."""
     from embedgen.pipeline.run import remove_stale_tmp
     from embedgen.util.locks import acquire_output_lock
@@ -178,7 +181,8 @@ def run_ray(spec: Any, mode: str, engine: EngineOptions, *, dataset: bool = Fals
         remove_stale_tmp(out)
         plan = plan_workers(engine, cluster.ray.cluster_resources())
         log.info(f"ray: {plan.describe()}", extra={"console": False})
-        return _RayRun(cluster.ray, spec, plan, mode, dataset=dataset).execute()
+        summary: RunSummary = _RayRun(cluster.ray, spec, plan, mode, dataset=dataset).execute()
+        return summary
 
 
 class _RayRun:
@@ -196,7 +200,6 @@ class _RayRun:
 
     def execute(self) -> Any:
         from embedgen.config import apply_overrides
-        from embedgen.pipeline.run import RunSummary
         from embedgen.router import Router
         from embedgen.router.build import build_members
 

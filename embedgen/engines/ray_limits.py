@@ -4,8 +4,10 @@ Every embedding worker builds its own router, but an API's ``rpm``/``tpm`` and t
 budget's caps are the account's, not a worker's. :class:`RunLimits` holds the token
 buckets of every API provider of the chain and the run's spend account, and runs as one
 named Ray actor (pinned to the driver's node, where the budget ledger lives). Workers
-swap their members' buckets for :class:`RemoteBucket` and their router's spend for
-:class:`RemoteSpend`: each request first asks the actor, which answers how long to wait
+build their members with :class:`SharedBuckets` (each bucket a :class:`RemoteBucket`)
+and their router with :class:`RemoteSpend`, through the constructors' ``buckets`` and
+``spend`` (typed by ``router.limits.Buckets`` and ``router.spend.Spend``): each request
+first asks the actor, which answers how long to wait
 (the bucket is debited at once, so N workers together stay within the limit) or
 whether the money is there (reserved at once, so a cap holds with requests in flight).
 Workers also report their provider statistics here, for the run summary.
@@ -177,7 +179,8 @@ class RemoteSpend:
     def fits(self, account: str, price_per_mtok: float, tokens: int) -> str | None:
         import ray
 
-        return ray.get(self.actor.fits.remote(account, price_per_mtok, tokens))  # type: ignore[no-any-return]
+        why = ray.get(self.actor.fits.remote(account, price_per_mtok, tokens))
+        return None if why is None else str(why)
 
     def reserve(self, account: str, price_per_mtok: float, tokens: int) -> int:
         import ray
@@ -200,7 +203,8 @@ class RemoteSpend:
     def exceeded(self, refused: dict[str, str]) -> BudgetExceeded:
         import ray
 
-        return ray.get(self.actor.exceeded.remote(refused))  # type: ignore[no-any-return]
+        err = ray.get(self.actor.exceeded.remote(refused))
+        return err if isinstance(err, BudgetExceeded) else BudgetExceeded(str(err))
 
 
 def start(
@@ -215,8 +219,8 @@ def start(
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     here = ray.get_runtime_context().get_node_id()
-    actor_cls = ray.remote(RunLimits)
-    return actor_cls.options(  # type: ignore[attr-defined]
+    actor_cls: Any = ray.remote(RunLimits)
+    return actor_cls.options(
         name=ACTOR_PREFIX + run_id,
         get_if_exists=True,
         num_cpus=0,
@@ -232,17 +236,22 @@ def lookup(run_id: str) -> Any:
     return ray.get_actor(ACTOR_PREFIX + run_id)
 
 
-def install(router: Any, actor: Any) -> None:
-    """Point a worker's router at the run's global buckets and spend account."""
-    for m in router.members:
-        if m.settings is None:
-            continue
-        # Both kinds, even without a configured limit: a server's x-ratelimit-* headers
-        # then start one bucket in the actor for every worker, not one per worker.
-        m._requests = RemoteBucket(actor, m.info.name, "requests", m.sleep)
-        m._tokens = RemoteBucket(actor, m.info.name, "tokens", m.sleep)
-    if router.spend is not None:
-        router.spend = RemoteSpend(actor)
+class SharedBuckets:
+    """Members' buckets in the run's :class:`RunLimits` actor (a ``router.limits.Buckets``).
+
+    Only where a limit is known, as in a local run: a configured ``rpm``/``tpm``, or one a
+    server states in its ``x-ratelimit-*`` headers (which then starts one bucket in the
+    actor for every worker, not one per worker). A member without either adapts to 429s
+    (AIMD) the same way on both engines.
+    """
+
+    def __init__(self, actor: Any) -> None:
+        self.actor = actor
+
+    def bucket(
+        self, name: str, kind: str, per_minute: float | None, sleep: Callable[[float], None]
+    ) -> RemoteBucket | None:
+        return RemoteBucket(self.actor, name, kind, sleep) if per_minute else None
 
 
 def stats_dict(stats: Mapping[str, Any]) -> dict[str, dict[str, Any]]:

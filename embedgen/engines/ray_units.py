@@ -47,7 +47,7 @@ def plan_units(paths: list[Path], limit: int | None) -> list[Unit]:
 
 def count_input_rows(path: Path) -> int:
     """Rows the reader will number in ``path``: Parquet rows, or non-blank JSONL lines."""
-    from embedgen.pipeline.read import _open_text, input_format
+    from embedgen.pipeline.read import input_format, open_text
 
     if input_format(path) == "parquet":
         import pyarrow.parquet as pq
@@ -57,7 +57,7 @@ def count_input_rows(path: Path) -> int:
         except Exception:
             return 0  # the chunk task reports the unreadable file
     n = 0
-    with _open_text(path) as fh:
+    with open_text(path) as fh:
         for raw in fh:
             if raw.strip():
                 n += 1
@@ -66,15 +66,14 @@ def count_input_rows(path: Path) -> int:
 
 def unit_documents(unit: Unit, opts: Any) -> Iterator[Any]:
     """The unit's document batches, numbered from its first global row."""
-    from embedgen.pipeline import read
+    from embedgen.pipeline.read import read_file
     from embedgen.pipeline.windows import limited
 
     paths = [Path(p) for p in unit.paths]
     if unit.limit is not None or len(paths) != 1:
         yield from limited(paths, opts, unit.limit)
         return
-    reader = read._read_parquet if read.input_format(paths[0]) == "parquet" else read._read_jsonl
-    yield from reader(paths[0], opts, unit.row0)
+    yield from read_file(paths[0], opts, unit.row0)
 
 
 def chunk_units(batch: dict[str, Any], *, windows: Any, opts: Any, with_ids: bool) -> Iterator[Any]:

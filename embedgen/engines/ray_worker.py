@@ -48,21 +48,20 @@ class EmbedWorker:
         run = cfg.run
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.actor: Any = None
-        spend = None
+        buckets = None
         if limits is not None:
             from embedgen.engines import ray_limits
 
             self.actor = ray_limits.lookup(limits)
-            spend = ray_limits.RemoteSpend(self.actor)
-        self.members = build_members(cfg)
+            buckets = ray_limits.SharedBuckets(self.actor)
+        self.members = build_members(cfg, buckets=buckets)
+        spend = None
+        if self.actor is not None and any(m.info.price_per_mtok > 0 for m in self.members):
+            from embedgen.engines.ray_limits import RemoteSpend
+
+            spend = RemoteSpend(self.actor)
         self.router = Router(members=self.members, allow_mixed_models=run.allow_mixed_models,
                              spend=spend)  # fmt: skip
-        if self.actor is not None:
-            from embedgen.engines import ray_limits
-
-            ray_limits.install(self.router, self.actor)
-            if not any(m.info.price_per_mtok > 0 for m in self.members):
-                self.router.spend = None
         self.dim = self.router.info.dim
         self.cache = open_cache(run)
         self.stages = Stages.build(run, self.router, self.cache)

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     import onnx
 
 
-def _np(init: Any) -> np.ndarray:
+def initializer_array(init: Any) -> np.ndarray:
     from onnx import numpy_helper
 
     return numpy_helper.to_array(init)
@@ -42,7 +42,7 @@ def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
         if not foldable:
             kept.append(node)
             continue
-        args = [values[n] if n in values else _np(inits[n]) for n in node.input]
+        args = [values[n] if n in values else initializer_array(inits[n]) for n in node.input]
         if node.op_type == "Cast":
             to = next(a.i for a in node.attribute if a.name == "to")
             values[node.output[0]] = args[0].astype(helper.tensor_dtype_to_np_dtype(to))
@@ -67,7 +67,7 @@ def _scalars(graph: onnx.GraphProto) -> dict[str, tuple[float, Any]]:
     found: dict[str, tuple[float, Any]] = {}
     for init in graph.initializer:
         if init.data_type == TensorProto.FLOAT and int(np.prod(init.dims)) == 1:
-            found[init.name] = (float(_np(init).reshape(())), init)
+            found[init.name] = (float(initializer_array(init).reshape(())), init)
     for node in graph.node:
         if (
             node.op_type != "Constant"
@@ -77,7 +77,7 @@ def _scalars(graph: onnx.GraphProto) -> dict[str, tuple[float, Any]]:
             continue
         t = node.attribute[0].t
         if t.data_type == TensorProto.FLOAT and int(np.prod(t.dims)) == 1:
-            found[node.output[0]] = (float(_np(t).reshape(())), t)
+            found[node.output[0]] = (float(initializer_array(t).reshape(())), t)
     return found
 
 

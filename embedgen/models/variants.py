@@ -32,7 +32,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from embedgen.errors import ModelError
-from embedgen.models.simplify import _np, drop_nan_guards, fold_constants, fuse_gelu, simplify
+from embedgen.models.simplify import (
+    drop_nan_guards,
+    fold_constants,
+    fuse_gelu,
+    initializer_array,
+    simplify,
+)
 
 if TYPE_CHECKING:
     import onnx
@@ -188,7 +194,7 @@ def smooth(
     for act, members in smoothing_groups(out).items():
         if act not in absmax:
             continue
-        weights = [_np(inits[nodes[m].input[1]]) for m in members]
+        weights = [initializer_array(inits[nodes[m].input[1]]) for m in members]
         a = np.asarray(absmax[act], dtype=np.float64)
         if a.shape != (weights[0].shape[0],):
             raise ModelError(f"statistics for {act} have shape {a.shape}, expected one per row")

@@ -152,10 +152,15 @@ def read_documents(paths: list[Path], opts: ReadOptions) -> Iterator[DocBatch]:
     """Every document of every input, in order, in batches; row ids are global."""
     row0 = 0
     for path in paths:
-        reader = _read_parquet if input_format(path) == "parquet" else _read_jsonl
-        for batch in reader(path, opts, row0):
+        for batch in read_file(path, opts, row0):
             row0 += batch.rows
             yield batch
+
+
+def read_file(path: Path, opts: ReadOptions, row0: int = 0) -> Iterator[DocBatch]:
+    """The documents of one input file, numbered from global row ``row0``."""
+    reader = _read_parquet if input_format(path) == "parquet" else _read_jsonl
+    yield from reader(path, opts, row0)
 
 
 def _read_parquet(path: Path, opts: ReadOptions, row0: int) -> Iterator[DocBatch]:
@@ -233,7 +238,8 @@ def _decode(value: bytes | None, path: Path, row: int, skips: list[Skip]) -> str
         return None
 
 
-def _open_text(path: Path) -> io.BufferedReader | gzip.GzipFile:
+def open_text(path: Path) -> io.BufferedReader | gzip.GzipFile:
+    """A JSONL input's bytes, gunzipped when its name ends in ``.gz``."""
     try:
         if path.name.lower().endswith(".gz"):
             return gzip.open(path, "rb")  # type: ignore[return-value]
@@ -273,7 +279,7 @@ def _read_jsonl(path: Path, opts: ReadOptions, row0: int) -> Iterator[DocBatch]:
         start = row
         return out
 
-    with _open_text(path) as fh:
+    with open_text(path) as fh:
         try:
             for lineno, raw in enumerate(fh, start=1):
                 if lineno == 1 and raw.startswith(_BOM):

@@ -9,6 +9,7 @@ from embedgen.router.router import Router
 
 if TYPE_CHECKING:
     from embedgen.config import Config
+    from embedgen.router.limits import Buckets
     from embedgen.router.spend import Spend
 
 
@@ -28,8 +29,9 @@ def reliability(pcfg: Any) -> Reliability:
     )
 
 
-def build_members(cfg: Config) -> list[Member]:
-    """The chain's members in order: local models bare, API providers with their limits."""
+def build_members(cfg: Config, buckets: Buckets | None = None) -> list[Member]:
+    """The chain's members in order: local models bare, API providers with their limits
+    (``buckets``: where their rpm/tpm buckets live; this process by default)."""
     from embedgen.providers.factory import build_member, is_api
 
     members: list[Member] = []
@@ -37,7 +39,8 @@ def build_members(cfg: Config) -> list[Member]:
         for name in cfg.run.providers or ["local"]:
             provider = build_member(cfg, name)
             pcfg = cfg.providers.get(name)
-            members.append(Member(provider, reliability(pcfg) if is_api(pcfg) else None))
+            settings = reliability(pcfg) if is_api(pcfg) else None
+            members.append(Member(provider, settings, buckets=buckets))
     except BaseException:
         for m in members:
             m.close()

@@ -14,8 +14,51 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 Clock = Callable[[], float]
+
+
+class Bucket(Protocol):
+    """A member's requests/min or tokens/min meter: :class:`TokenBucket` in this process,
+    or one shared by every worker of a run (``engines.ray_limits.RemoteBucket``)."""
+
+    def reserve(self, n: float) -> float:
+        """Take ``n`` now; the seconds to wait before using them."""
+        ...
+
+    def take(self, n: float) -> float:
+        """Take ``n``, sleeping as long as that needs; the seconds slept."""
+        ...
+
+    def tighten(
+        self, *, limit: float | None, remaining: float | None, reset_s: float | None
+    ) -> None:
+        """Follow a server's ``x-ratelimit-*`` headers."""
+        ...
+
+
+class Buckets(Protocol):
+    """Where a member's buckets come from (given to :class:`~embedgen.router.member.Member`)."""
+
+    def bucket(
+        self, name: str, kind: str, per_minute: float | None, sleep: Callable[[float], None]
+    ) -> Bucket | None:
+        """Member ``name``'s ``kind`` (``requests`` or ``tokens``) bucket at ``per_minute``;
+        None without a limit."""
+        ...
+
+
+@dataclass(frozen=True)
+class OwnBuckets:
+    """Buckets of this process alone (the local engine's)."""
+
+    clock: Clock = time.monotonic
+
+    def bucket(
+        self, name: str, kind: str, per_minute: float | None, sleep: Callable[[float], None]
+    ) -> Bucket | None:
+        return TokenBucket(per_minute, clock=self.clock, sleep=sleep) if per_minute else None
 
 
 class TokenBucket:

@@ -20,7 +20,7 @@ from embedgen.errors import BreakerOpenError
 from embedgen.providers.base import Batch, EmbedResult, Provider, ProviderInfo, TextTokenizer
 from embedgen.providers.http_headers import RateLimitHeaders
 from embedgen.router.adaptive import Aimd, Slots
-from embedgen.router.limits import CircuitBreaker, Clock, RetryPolicy, TokenBucket
+from embedgen.router.limits import Bucket, Buckets, CircuitBreaker, Clock, OwnBuckets, RetryPolicy
 
 
 @dataclass
@@ -78,7 +78,10 @@ class Member:
         *,
         clock: Clock = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        buckets: Buckets | None = None,
     ) -> None:
+        """``buckets``: where the rpm/tpm buckets live (this process's own by default; a Ray
+        worker's are the run's global ones)."""
         self.provider = provider
         self.info: ProviderInfo = provider.info
         self.settings = settings
@@ -91,8 +94,10 @@ class Member:
             success_threshold=s.success_threshold,
             clock=clock,
         )
-        self._requests = TokenBucket(s.rpm, clock=clock, sleep=sleep) if s.rpm else None
-        self._tokens = TokenBucket(s.tpm, clock=clock, sleep=sleep) if s.tpm else None
+        self._buckets = buckets or OwnBuckets(clock)
+        name = self.info.name
+        self._requests: Bucket | None = self._buckets.bucket(name, "requests", s.rpm, sleep)
+        self._tokens: Bucket | None = self._buckets.bucket(name, "tokens", s.tpm, sleep)
         self._slots = Slots(s.max_concurrency)
         self.aimd = Aimd(self._slots, clock=clock, sleep=sleep) if adaptive(settings) else None
         """Set when no rpm/tpm is configured: repeated 429s lower concurrency and rate."""
@@ -204,10 +209,13 @@ class Member:
         if not isinstance(rl, RateLimitHeaders):
             return
         with self._lock:
+            name = self.info.name
             if self._requests is None and rl.limit_requests:
-                self._requests = TokenBucket(rl.limit_requests, clock=self.clock, sleep=self.sleep)
+                self._requests = self._buckets.bucket(
+                    name, "requests", rl.limit_requests, self.sleep
+                )
             if self._tokens is None and rl.limit_tokens:
-                self._tokens = TokenBucket(rl.limit_tokens, clock=self.clock, sleep=self.sleep)
+                self._tokens = self._buckets.bucket(name, "tokens", rl.limit_tokens, self.sleep)
             if self.aimd is not None and (self._requests or self._tokens):
                 # the server states its limits: follow them rather than guess (AIMD off)
                 self.aimd = None
