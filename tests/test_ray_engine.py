@@ -282,3 +282,55 @@ def test_a_ray_workers_members_adapt_like_local_ones(monkeypatch: pytest.MonkeyP
         m.observe(RateLimitHeaders(remaining_requests=3, reset_requests=1.0))
         assert m.aimd is not None, buckets
         m.close()
+
+
+def test_batch_mode_under_ray_collects_at_the_batch_price(
+    tmp_path: Path, write_parquet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``mode = "batch"``: the pre-pass runs on the driver before the workers start; the
+    workers find every vector in the cache and the ledger holds the batch price."""
+    from embedgen.budget.ledger import Ledger, ledger_path, month_of
+    from embedgen.budget.prices import cost_pico
+    from tests.api_servers import vector_for
+    from tests.batch_server import KEY, BatchServer
+
+    price = 1000.0
+    texts = [f"row {i} is about {'many things ' * (i % 4)}topic {i % 89}" for i in range(300)]
+    src = write_parquet({"id": list(range(300)), "text": texts})
+    with BatchServer() as server:
+        cfg = tmp_path / "embedgen.toml"
+        cfg.write_text(
+            '[run]\nproviders = ["openai"]\n\n[providers.openai]\nkind = "openai"\n'
+            f'mode = "batch"\nbase_url = "{server.url}/v1"\ndimensions = 8\n'
+            "max_batch_inputs = 64\nbatch_poll = 0.001\nbatch_poll_max = 0.004\n"
+            f"batch_price_per_mtok = {price}\nmax_retries = 4\nbackoff_base = 0.001\n",
+            "utf-8",
+        )
+        monkeypatch.setenv("OPENAI_API_KEY", KEY)
+        summary = embed(src, tmp_path / "out.parquet", config=cfg, engine="ray", workers=2,
+                        id_column="id", quiet=True)  # fmt: skip
+        billed = server.state.billed_tokens
+        model = server.state.model
+    assert summary.chunks == 300 and summary.cached == 300 and summary.computed == 0
+    spent = Ledger(ledger_path()).read().month_spend(month_of())
+    assert spent == {"openai": cost_pico(billed, price)} and billed > 0
+    table = pq.read_table(tmp_path / "out.parquet")
+    assert table.column("id").to_pylist() == list(range(300))
+    got = np.asarray(table.column("embedding").to_pylist(), dtype=np.float32)
+    np.testing.assert_allclose(got, np.stack([vector_for(t, 8, model) for t in texts]), rtol=1e-6)
+
+
+def test_an_unchanged_rerun_under_ray_tokenizes_nothing(tmp_path: Path, write_parquet) -> None:
+    """The document index works under Ray: chunk tasks rebuild known documents' chunks from
+    their records, and the rows equal those of the first run."""
+    src = _corpus(write_parquet, 80)
+    opts = {"max_tokens": 24, "overlap": 4, "id_column": "doc", "sort_window": 16, "quiet": True}
+    first = embed(src, tmp_path / "a.parquet", engine="ray", workers=2, **opts)
+    assert first.tokenized == first.documents - first.skipped > 0
+    again = embed(src, tmp_path / "b.parquet", engine="ray", workers=2, **opts)
+    assert again.tokenized == 0 and again.cached == again.chunks == first.chunks
+    a, b = pq.read_table(tmp_path / "a.parquet"), pq.read_table(tmp_path / "b.parquet")
+    for col in ROW_COLUMNS:
+        assert a.column(col).to_pylist() == b.column(col).to_pylist(), col
+    local = embed(src, tmp_path / "c.parquet", **opts)  # the records serve the local engine too
+    assert local.tokenized == 0 and local.chunks == first.chunks

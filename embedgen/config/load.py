@@ -111,7 +111,12 @@ def load(path: str | Path | None) -> Config:
 
 def apply_overrides(cfg: Config, section: str, values: dict[str, Any]) -> None:
     """Set command-line values (None means 'not given') with the same validation."""
-    target = getattr(cfg, section)
+    assign(getattr(cfg, section), values)
+
+
+def assign(target: Any, values: dict[str, Any]) -> None:
+    """Set command-line values on one config table, validated as if loaded; an error names
+    the option (``--workers: expected ...``)."""
     for key, value in values.items():
         if value is None:
             continue

@@ -142,6 +142,13 @@ class EngineConfig(Strict):
     cpus_per_worker: float | None = Field(default=None, gt=0)
     gpus_per_worker: float | None = Field(default=None, ge=0)
 
+    @field_validator("gpus_per_worker")
+    @classmethod
+    def _whole_or_fraction(cls, g: float | None) -> float | None:
+        if g is not None and g > 1 and g != int(g):
+            raise ValueError("a worker takes a fraction of one GPU or whole GPUs")
+        return g
+
 
 class Config(Strict):
     run: RunConfig = Field(default_factory=RunConfig)

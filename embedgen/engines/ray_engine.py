@@ -213,6 +213,7 @@ class _RayRun:
         actor = None
         try:
             router = Router(members, allow_mixed_models=self.run.allow_mixed_models)
+            batches = self._batch_prepass(router)
             actor = self._start_limits(members)
             try:
                 summary: RunSummary = self._pipeline(router, actor)
@@ -228,6 +229,7 @@ class _RayRun:
             summary.seconds = time.perf_counter() - started
             if actor is not None:
                 summary.budget_lines = self.ray.get(actor.budget_lines.remote())
+            summary.budget_lines += batches.lines() if batches is not None else []
             return summary
         finally:
             if actor is not None:
@@ -237,6 +239,25 @@ class _RayRun:
                     self.ray.kill(actor)
             for m in members:
                 m.close()
+
+    def _batch_prepass(self, router: Any) -> Any:
+        """``mode = "batch"``: the local engine's pre-pass, on the driver before any worker
+        starts, so the workers find the batch-priced vectors in the cache."""
+        from embedgen.batch.prepass import batch_member
+        from embedgen.pipeline.run import LocalRun, batch_prepass_of, open_cache
+
+        if batch_member(self.spec.cfg) is None:
+            return None
+        cache = open_cache(self.run)
+        scan = None
+        try:
+            scan = LocalRun(self.spec, router, "off", cache)
+            return batch_prepass_of(scan)
+        finally:
+            if scan is not None:
+                scan.stages.close()
+            if cache is not None:
+                cache.close()
 
     def _start_limits(self, members: list[Any]) -> Any:
         """The run's global limits actor, when any member is an API or has a price."""
@@ -282,7 +303,15 @@ class _RayRun:
             info = dataclasses.replace(info, details={**info.details, "device": plan.device})
         tokenizer = router.tokenizer()
         chunker = make_chunker(tokenizer, info, run)
-        windows = portable_windows(Windows(chunker, read_options(run), None), self.local_cfg, info)
+        from embedgen.cache import fingerprint_id
+        from embedgen.pipeline.core import doc_index
+        from embedgen.pipeline.run import open_cache
+
+        fp_id = fingerprint_id(info.fingerprint)
+        cache = open_cache(run)  # the driver stores the document records of written windows
+        index = doc_index(run, cache, fp_id, chunker)
+        stage = Windows(chunker, read_options(run), None)
+        windows = portable_windows(stage, self.local_cfg, info, fp_id if index else None)
         units = plan_units(list(self.spec.paths), run.limit)
         items = [{"unit": i, "spec": json.dumps(asdict(u))} for i, u in enumerate(units)]
         ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
@@ -319,4 +348,9 @@ class _RayRun:
         rows = Rows(run, info.dim, self.columns)
         max_tokens = chunker.window + tokenizer.overhead
         sink = Sink(self.spec, rows, info, max_tokens, self.mode, self.dataset, len(units))
-        return sink.consume(ds.iter_batches(batch_size=None, batch_format="pyarrow"), router, actor)
+        sink.index, sink.cache = index, cache
+        try:
+            return sink.consume(ds.iter_batches(batch_size=None, batch_format="pyarrow"), actor)
+        finally:
+            if cache is not None:
+                cache.close()

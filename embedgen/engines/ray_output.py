@@ -14,13 +14,16 @@ import os
 import shutil
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from embedgen.engines.ray_units import KEEP_PREFIX
 from embedgen.errors import UsageError
 from embedgen.pipeline.ends import RunEnds
+
+if TYPE_CHECKING:
+    from embedgen.pipeline.docindex import DocIndex
 
 DESCRIPTION = "_embedgen.json"
 
@@ -162,8 +165,12 @@ class Sink:
                             max_tokens=max_tokens, skipped_path=skipped)  # fmt: skip
         self.counters = self.ends.counters
         self.dir = DirSink(out, rows, self.ends) if dataset else None
+        self.index: DocIndex | None = None
+        """The document index: a written window's new records are stored in it."""
+        self.cache: Any = None
+        """The driver's open cache, if any (else the summary opens it)."""
 
-    def consume(self, batches: Any, router: Any, actor: Any) -> Any:
+    def consume(self, batches: Any, actor: Any) -> Any:
         try:
             for batch in batches:
                 self._count_cached(batch)
@@ -210,9 +217,14 @@ class Sink:
             if window.num_rows > 1:
                 columns, vectors, keep = self.rows.split(window, writer.schema)
                 writer.write(columns, vectors, keep)
+        if self.index is not None:
+            keys, records = window.column("_doc_keys")[0].as_py(), window.column("_doc_records")[0]
+            if keys:  # every row of the window came from a worker: its vectors are cached
+                self.index.put(list(zip(keys, records.as_py())))
         documents = int(window.column("_docs")[0].as_py())
         tokens = int(pc.sum(window.column("tokens")).as_py() or 0)
-        self.ends.counted(documents, window.num_rows - 1, tokens)
+        tokenized = int(window.column("_tokenized")[0].as_py())
+        self.ends.counted(documents, window.num_rows - 1, tokens, tokenized)
 
     def _summary(self, actor: Any) -> Any:
         from embedgen.cache import fingerprint_id
@@ -225,12 +237,12 @@ class Sink:
             stats = {name: ProviderStats(name=name, **{k: int(v) if k != "seconds" else v
                                                         for k, v in st.items()})
                      for name, st in merged.items()}  # fmt: skip
-        cache = open_cache(self.spec.cfg.run)
+        fp_id = fingerprint_id(self.info.fingerprint)
+        cache = self.cache if self.cache is not None else open_cache(self.spec.cfg.run)
         try:
-            fp_id = fingerprint_id(self.info.fingerprint)
             return self.ends.summary(cache=cache, fp_id=fp_id, provider_stats=stats)
         finally:
-            if cache is not None:
+            if cache is not None and cache is not self.cache:
                 cache.close()
 
     @staticmethod

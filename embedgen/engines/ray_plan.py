@@ -14,43 +14,30 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
+
+from embedgen.config import EngineConfig, describe
+from embedgen.config.load import assign
 from embedgen.errors import ConfigError, UsageError
 
-ENGINE_KINDS = ("local", "ray")
 DEFAULT_CPUS_PER_WORKER = 4.0
 """Without ``--workers`` or ``--cpus-per-worker``, a CPU worker takes up to this many cores:
 one onnxruntime session per 4 cores keeps model copies few and each session busy."""
 
 
-@dataclass(frozen=True)
-class EngineOptions:
-    """The engine as asked for (the ``[engine]`` table with command-line overrides)."""
+class EngineOptions(EngineConfig):
+    """The engine as asked for: the validated ``[engine]`` table (``config.EngineConfig``)
+    with the command-line overrides assigned through the same validation as every other
+    option. A bad value is a ConfigError naming the key (``engine.workers: ...``) or the
+    option (``--workers: ...``)."""
 
-    kind: str = "local"
-    address: str | None = None
-    workers: int | None = None
-    cpus_per_worker: float | None = None
-    gpus_per_worker: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.kind not in ENGINE_KINDS:
-            raise ConfigError(f"engine.kind: expected one of local, ray, got {self.kind!r}")
-        if self.workers is not None and self.workers < 1:
-            raise ConfigError(f"engine.workers: expected at least 1, got {self.workers}")
-        if self.cpus_per_worker is not None and not self.cpus_per_worker > 0:
-            raise ConfigError(
-                f"engine.cpus_per_worker: expected more than 0, got {self.cpus_per_worker}"
-            )
-        if self.gpus_per_worker is not None and not self.gpus_per_worker >= 0:
-            raise ConfigError(
-                f"engine.gpus_per_worker: expected 0 or more, got {self.gpus_per_worker}"
-            )
-        g = self.gpus_per_worker
-        if g is not None and g > 1 and g != int(g):
-            raise ConfigError(
-                f"engine.gpus_per_worker: a worker takes a fraction of one GPU or whole GPUs, "
-                f"got {g}"
-            )
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            err["loc"] = ("engine", *err["loc"])
+            raise ConfigError(describe(err)) from None
 
     @classmethod
     def resolve(
@@ -61,18 +48,13 @@ class EngineOptions:
     ) -> EngineOptions:
         """Command-line ``overrides`` over the config's ``[engine]`` ``table`` over
         ``RAY_ADDRESS`` (which only fills the address)."""
-        values: dict[str, Any] = {}
-        for name in ("kind", "address", "workers", "cpus_per_worker", "gpus_per_worker"):
-            value = getattr(table, name, None) if table is not None else None
-            if overrides and overrides.get(name) is not None:
-                value = overrides[name]
-            if value is not None:
-                values[name] = value
-        if isinstance(values.get("kind"), str):
-            values["kind"] = values["kind"].lower()
-        if not values.get("address") and environ is not None and environ.get("RAY_ADDRESS"):
-            values["address"] = environ["RAY_ADDRESS"]
-        return cls(**values)
+        names = list(EngineConfig.model_fields)
+        given = {n: getattr(table, n, None) for n in names} if table is not None else {}
+        opts = cls(**{n: v for n, v in given.items() if v is not None})
+        assign(opts, dict(overrides or {}))
+        if not opts.address and environ is not None and environ.get("RAY_ADDRESS"):
+            opts.address = environ["RAY_ADDRESS"]
+        return opts
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,29 @@ reader, applies the skip rules and chunks with the run's chunker (the same
 :class:`~embedgen.pipeline.windows.Windows` stage the local engine uses), and yields one
 Arrow table per window: a marker row (``_pos == -1``: the window's chunk count, document
 count and skips) and one row per chunk with its order key (see :mod:`.reorder`).
+
+The window table (:func:`window_table`; :func:`table_chunks` reads its chunks back):
+
+==================  =====================  ==============================================
+column              type                   on the marker row / on a chunk row
+==================  =====================  ==============================================
+``_unit``, ``_win`` int32                  the window's order key (both rows)
+``_pos``            int32                  -1 / the chunk's position in the window
+``_n``, ``_last``   int32, bool            chunk rows, last window of the unit / 0, false
+``_docs``           int32                  input rows the window stands for / 0
+``_skips``          string                 skip records, one JSON per line / null
+``_tokenized``      int32                  documents tokenized (not indexed) / 0
+``_doc_keys``,      list<binary>           document records to store once the window's
+``_doc_records``                           vectors are cached (DocIndex) / null
+``id``              input's id type        null / the document id
+``chunk`` ...       int32                  0 / chunk number, char_start, char_end, tokens
+``text``            string                 "" / the chunk text
+``_input_ids``      list<int32>            null / model-ready ids (ONNX only)
+``k:<name>``        as input               null / a ``--keep`` column
+==================  =====================  ==============================================
+
+An embedding worker appends ``embedding`` (fixed_size_list<float32>), ``_cached`` (bool)
+and ``_x:<name>`` extra columns, and drops ``_input_ids``.
 """
 
 from __future__ import annotations
@@ -21,6 +44,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from embedgen.pipeline.chunk import Chunk
+    from embedgen.pipeline.windows import Window, Windows
 
 KEEP_PREFIX = "k:"
 """Passthrough (``--keep``) columns travel as ``k:<name>``, clear of the engine's own."""
@@ -97,6 +121,7 @@ def window_table(unit: int, win: int, w: Any, last: bool, with_ids: bool) -> Any
     chunks = w.chunks if w is not None else []
     n = len(chunks)
     skips = "\n".join(s.to_json() for s in w.skips) if w is not None else ""
+    new = w.new_docs if w is not None else []
     ids = [w.docs.ids[i] for i in w.doc_index] if w is not None else []
     cols: dict[str, Any] = {
         "_unit": pa.array([unit] * (n + 1), pa.int32()),
@@ -106,6 +131,9 @@ def window_table(unit: int, win: int, w: Any, last: bool, with_ids: bool) -> Any
         "_last": pa.array([last] + [False] * n),
         "_docs": pa.array([w.documents if w is not None else 0] + [0] * n, pa.int32()),
         "_skips": pa.array([skips] + [None] * n, pa.string()),
+        "_tokenized": pa.array([w.tokenized if w is not None else 0] + [0] * n, pa.int32()),
+        "_doc_keys": pa.array([[k for k, _ in new]] + [None] * n, pa.list_(pa.binary())),
+        "_doc_records": pa.array([[r for _, r in new]] + [None] * n, pa.list_(pa.binary())),
         "id": _ids_array([None, *ids]),
         "chunk": pa.array([0] + [c.index for c in chunks], pa.int32()),
         "char_start": pa.array([0] + [c.char_start for c in chunks], pa.int32()),
@@ -155,42 +183,64 @@ def _ids_array(values: list[Any]) -> Any:
         return pa.array([None if v is None else str(v) for v in values], pa.string())
 
 
-class LazyWindows:
-    """The Windows stage for a chunk task when the tokenizer cannot be pickled (hosted APIs'
-    tokenizers): built in the task's process from the config, once per process. The first
-    provider is built offline (its tokenizer, no API key: chunk tasks never send a request)."""
+_NODE_CACHES: dict[str, Any] = {}
+"""The cache each chunk task process opened (once per process, for the document index)."""
 
-    def __init__(self, cfg: Any, info: Any) -> None:
+
+class ChunkStage:
+    """A chunk task's Windows stage, picklable.
+
+    The driver's own :class:`~embedgen.pipeline.windows.Windows` when its tokenizer pickles
+    (ONNX), else one built in the task's process from the config, once per process (hosted
+    APIs' tokenizers; the first provider is built offline: its tokenizer, no API key). With
+    ``fp_id``, the document index of the node's cache is opened in the task (a cache handle
+    does not pickle), so unchanged documents are not tokenized again, as on the local engine.
+    """
+
+    def __init__(self, windows: Windows | None, cfg: Any, info: Any, fp_id: bytes | None) -> None:
+        self.windows = windows
         self.cfg = cfg
         self.info = info
         """The driver's chain metadata (the chunk size comes from it)."""
-        self._windows: Any = None
+        self.fp_id = fp_id
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {"cfg": self.cfg, "info": self.info, "_windows": None}
+    def window(self, docs: Any) -> Window:
+        if self.windows is None:
+            self.windows = self._build()
+        if self.fp_id is not None and self.windows.index is None:
+            from embedgen.pipeline.core import doc_index
 
-    def window(self, docs: Any) -> Any:
-        if self._windows is None:
-            from embedgen.pipeline.targets import offline_api_provider
-            from embedgen.pipeline.windows import Windows, make_chunker, read_options
-            from embedgen.providers.factory import build_member, is_api
+            run = self.cfg.run
+            self.windows.index = doc_index(run, _node_cache(run), self.fp_id, self.windows.chunker)
+        return self.windows.window(docs)
 
-            name = (self.cfg.run.providers or ["local"])[0]
-            pcfg = self.cfg.providers.get(name)
-            first = (
-                offline_api_provider(name, pcfg) if is_api(pcfg) else build_member(self.cfg, name)
-            )
-            chunker = make_chunker(first.tokenizer(), self.info, self.cfg.run)
-            self._windows = Windows(chunker, read_options(self.cfg.run), None)
-        return self._windows.window(docs)
+    def _build(self) -> Windows:
+        from embedgen.pipeline.targets import offline_api_provider
+        from embedgen.pipeline.windows import Windows, make_chunker, read_options
+        from embedgen.providers.factory import build_member, is_api
+
+        name = (self.cfg.run.providers or ["local"])[0]
+        pcfg = self.cfg.providers.get(name)
+        first = offline_api_provider(name, pcfg) if is_api(pcfg) else build_member(self.cfg, name)
+        chunker = make_chunker(first.tokenizer(), self.info, self.cfg.run)
+        return Windows(chunker, read_options(self.cfg.run), None)
 
 
-def portable_windows(windows: Any, cfg: Any, info: Any) -> Any:
-    """``windows`` if it pickles (an ONNX tokenizer does), else a :class:`LazyWindows`."""
+def _node_cache(run: Any) -> Any:
+    from embedgen.pipeline.run import open_cache
+
+    key = str(run.cache_dir)
+    if key not in _NODE_CACHES:
+        _NODE_CACHES[key] = open_cache(run)
+    return _NODE_CACHES[key]
+
+
+def portable_windows(windows: Windows, cfg: Any, info: Any, fp_id: bytes | None) -> ChunkStage:
+    """The chunk tasks' stage: ``windows`` itself if it pickles (an ONNX tokenizer does)."""
     from ray import cloudpickle
 
     try:
         cloudpickle.dumps(windows)
     except Exception:
-        return LazyWindows(cfg, info)
-    return windows
+        return ChunkStage(None, cfg, info, fp_id)
+    return ChunkStage(windows, cfg, info, fp_id)

@@ -34,6 +34,16 @@ if TYPE_CHECKING:
 log = logging.getLogger("embedgen")
 
 
+def doc_index(run: RunConfig, cache: Any, fp_id: bytes, chunker: Chunker) -> DocIndex | None:
+    """The document index of model ``fp_id`` in ``cache``; None where a run cannot use it
+    (no cache, sparse or ColBERT heads, a chain that may mix models)."""
+    if cache is None or run.sparse or run.colbert or "model" in extra_columns(run):
+        return None
+    from embedgen.pipeline.docindex import DocIndex
+
+    return DocIndex(cache, fp_id, chunker)
+
+
 @dataclass
 class Filled:
     """Held chunks with every vector in place: ``out`` and ``extras`` span all of them,
@@ -90,11 +100,7 @@ class Stages:
 
     def doc_index(self, run: RunConfig, chunker: Chunker) -> DocIndex | None:
         """The document index (unchanged documents are not tokenized again), where usable."""
-        if self.cache is None or run.sparse or run.colbert or "model" in self.columns:
-            return None
-        from embedgen.pipeline.docindex import DocIndex
-
-        return DocIndex(self.cache, self.fp_id, chunker)
+        return doc_index(run, self.cache, self.fp_id, chunker)
 
     def fill(self, held: list[Held], counters: Counters) -> Filled:
         """Embed the misses of every part together, store them, then copy repeats.

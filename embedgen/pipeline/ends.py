@@ -75,9 +75,10 @@ class RunEnds:
         self._skip_file.flush()
         self.counters.skipped += len(lines)
 
-    def counted(self, documents: int, chunks: int, tokens: int) -> None:
+    def counted(self, documents: int, chunks: int, tokens: int, tokenized: int) -> None:
         """A window's rows are on their way out: count them, show progress."""
         c = self.counters
+        c.tokenized += tokenized
         c.documents += documents
         c.chunks += chunks
         c.tokens += tokens

@@ -19,6 +19,8 @@ class Counters:
     cached: int = 0
     computed: int = 0
     skipped: int = 0
+    tokenized: int = 0
+    """Documents tokenized (the rest were recognised by the document index)."""
 
 
 class Progress:

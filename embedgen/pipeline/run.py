@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -37,6 +37,9 @@ from embedgen.pipeline.summary import RunSummary
 from embedgen.pipeline.windows import Window, Windows, make_chunker, read_options
 from embedgen.pipeline.write import QueuedWrites, window_columns, writer_types
 from embedgen.router import Router
+
+if TYPE_CHECKING:
+    from embedgen.batch.runner import BatchSummary
 
 log = logging.getLogger("embedgen")
 
@@ -60,11 +63,8 @@ def run_local(spec: RunSpec, mode: str) -> RunSummary:
             )
             cache = open_cache(cfg.run)
             try:
-                from embedgen.batch.prepass import batch_prepass
-
                 run = LocalRun(spec, router, mode, cache)
-                batches = batch_prepass(cfg, cache, run.misses, fingerprint=router.info.fingerprint,
-                                        wait=cfg.run.batch_wait, output=out)  # fmt: skip
+                batches = batch_prepass_of(run)
                 summary = run.execute()
                 status = "finished"
                 summary.budget_lines = budget.lines() + (batches.lines() if batches else [])
@@ -80,6 +80,16 @@ def run_local(spec: RunSpec, mode: str) -> RunSummary:
                 budget.close(status)
             for m in members:
                 m.close()
+
+
+def batch_prepass_of(run: LocalRun) -> BatchSummary | None:
+    """With ``mode = "batch"``: the run's misses collected through the batch API into the
+    cache first (at the batch price), before any engine embeds; None otherwise."""
+    from embedgen.batch.prepass import batch_prepass
+
+    cfg = run.spec.cfg
+    return batch_prepass(cfg, run.cache, run.misses, fingerprint=run.info.fingerprint,
+                         wait=cfg.run.batch_wait, output=run.spec.output)  # fmt: skip
 
 
 def remove_stale_tmp(output: Path) -> None:
@@ -241,7 +251,8 @@ class LocalRun:
             self._writes.submit(w, vectors, extras)
             if self.index is not None and w.new_docs:
                 self.index.put(w.new_docs)  # after its vectors are committed
-            self.ends.counted(w.documents, len(w.chunks), sum(ch.tokens for ch in w.chunks))
+            tokens = sum(ch.tokens for ch in w.chunks)
+            self.ends.counted(w.documents, len(w.chunks), tokens, w.tokenized)
 
     def _write(self, w: Window, vectors: np.ndarray, extras: dict[str, list[Any]]) -> None:
         assert self.ends is not None and self.ends.writer is not None

@@ -30,6 +30,8 @@ class RunSummary:
     """What the run spent, per provider (when any provider has a price)."""
     damaged: int = 0
     """Damaged cache values the run read, ignored and recomputed."""
+    tokenized: int = 0
+    """Documents tokenized; an unchanged re-run with the cache tokenizes none."""
 
     @classmethod
     def of(
@@ -58,6 +60,7 @@ class RunSummary:
             dim=info.dim,
             provider_stats=provider_stats or {},
             mixed_models=mixed_models,
+            tokenized=c.tokenized,
         )
 
     def timed(self, started: float) -> None:

@@ -33,6 +33,8 @@ class Window:
     """Rows of the input this window stands for (including malformed ones)."""
     new_docs: list[tuple[bytes, bytes]] = field(default_factory=list)
     """Document records to store once the window's vectors are cached (see DocIndex)."""
+    tokenized: int = 0
+    """Documents tokenized (not rebuilt from the document index)."""
 
 
 def read_options(run: RunConfig) -> ReadOptions:
@@ -109,7 +111,7 @@ class Windows:
         """One document batch, skipped and chunked (an engine's chunk task calls this)."""
         valid, skips = select(docs)
         texts: list[str] = [docs.texts[i] for i in valid]  # type: ignore[misc]
-        per_doc, new_docs = self._chunk(texts)
+        per_doc, new_docs, tokenized = self._chunk(texts)
         chunks: list[Chunk] = []
         doc_index: list[int] = []
         for i, doc_chunks in zip(valid, per_doc):
@@ -117,12 +119,14 @@ class Windows:
                 skips.append(docs.skip(i, "text has no tokens"))
             chunks.extend(doc_chunks)
             doc_index.extend([i] * len(doc_chunks))
-        return Window(docs, chunks, doc_index, skips, len(docs.texts) + len(docs.skips), new_docs)
+        documents = len(docs.texts) + len(docs.skips)
+        return Window(docs, chunks, doc_index, skips, documents, new_docs, tokenized)
 
-    def _chunk(self, texts: list[str]) -> tuple[list[list[Chunk]], list[tuple[bytes, bytes]]]:
-        """Chunks per text: from document records where known, else by tokenizing."""
+    def _chunk(self, texts: list[str]) -> tuple[list[list[Chunk]], list[tuple[bytes, bytes]], int]:
+        """Chunks per text (from document records where known, else by tokenizing), the new
+        records, and how many texts were tokenized."""
         if self.index is None:
-            return self.chunker.chunk(texts), []
+            return self.chunker.chunk(texts), [], len(texts)
         keys, spans = self.index.known(texts)
         per_doc: list[list[Chunk]] = []
         todo: list[int] = []  # texts without a usable record: tokenized as usual
@@ -134,4 +138,4 @@ class Windows:
         for j, fresh in zip(todo, self.chunker.chunk([texts[j] for j in todo])):
             per_doc[j] = fresh
         new_docs = [(keys[j], self.index.record(per_doc[j])) for j in todo if per_doc[j]]
-        return per_doc, new_docs
+        return per_doc, new_docs, len(todo)
