@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.s3_server import s3_store  # noqa: F401  (a fixture: moto's S3 server on loopback)
+
 _CLEARED_PREFIXES = ("EMBEDGEN_", "HF_", "OPENAI_", "AZURE_", "VOYAGE_", "COHERE_", "MISTRAL_")
 
 

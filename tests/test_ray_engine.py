@@ -334,3 +334,31 @@ def test_an_unchanged_rerun_under_ray_tokenizes_nothing(tmp_path: Path, write_pa
         assert a.column(col).to_pylist() == b.column(col).to_pylist(), col
     local = embed(src, tmp_path / "c.parquet", **opts)  # the records serve the local engine too
     assert local.tokenized == 0 and local.chunks == first.chunks
+
+
+def test_s3_in_and_out_under_ray_gives_the_local_rows(
+    tmp_path: Path, write_parquet, s3_store
+) -> None:
+    """Chunk tasks read their units straight from the store (settings handed over in
+    memory); a file and a dataset directory out to ``s3://`` read back equal to local."""
+    src = _corpus(write_parquet, 60)
+    s3_store.put_file(src, "ray-in/a.parquet")
+    opts = {"max_tokens": 24, "id_column": "doc", "sort_window": 16, "quiet": True}
+    local = embed(src, tmp_path / "local.parquet", **opts)
+    one = embed(s3_store.uri("ray-in/"), s3_store.uri("ray-out/emb.parquet"), engine="ray",
+                workers=2, **opts)  # fmt: skip
+    assert one.chunks == local.chunks and one.skipped == local.skipped == 2
+    ref = pq.read_table(tmp_path / "local.parquet")
+    got = s3_store.read_table("ray-out/emb.parquet")
+    for col in ROW_COLUMNS:
+        assert got.column(col).to_pylist() == ref.column(col).to_pylist(), col
+    embed(s3_store.uri("ray-in/a.parquet"), s3_store.uri("ray-ds/"), engine="ray", workers=2,
+          **opts)  # fmt: skip
+    keys = s3_store.keys("ray-ds")
+    shards = [k for k in keys if k.rsplit("/", 1)[-1].startswith("part-")]
+    assert "ray-ds/_embedgen.json" in keys and "ray-ds/skipped.jsonl" in keys and shards
+    import pyarrow as pa
+
+    ds = pa.concat_tables(s3_store.read_table(k) for k in shards)
+    for col in ROW_COLUMNS:
+        assert ds.column(col).to_pylist() == ref.column(col).to_pylist(), col

@@ -83,15 +83,23 @@ def is_dir_output(output: str | Path | None) -> bool:
 
 
 def run_spec(spec: Any, mode: str, opts: EngineOptions, *, dataset: bool = False) -> RunSummary:
-    """Run a resolved ``spec`` on the engine ``opts`` names (``dataset``: ``-o DIR/``)."""
-    from embedgen.errors import UsageError
+    """Run a resolved ``spec`` on the engine ``opts`` names (``dataset``: ``-o DIR/``); an
+    ``s3://`` output is staged locally and uploaded when finished (:mod:`.staged`)."""
+    from embedgen.util import storage
 
-    if spec.cfg.slots:
-        raise UsageError("[slots]: a run with several models is not available yet")
+    if storage.is_remote(spec.output):
+        from embedgen.engines.staged import run_to_store
+
+        return run_to_store(spec, dataset, lambda local: _run(local, mode, opts, dataset))
+    return _run(spec, mode, opts, dataset)
+
+
+def _run(spec: Any, mode: str, opts: EngineOptions, dataset: bool) -> RunSummary:
     if opts.kind == "ray":
         from embedgen.engines.ray_engine import run_ray
 
         return run_ray(spec, mode, opts, dataset=dataset)
+    from embedgen.errors import UsageError
     from embedgen.pipeline.run import run_local
 
     if dataset:

@@ -306,12 +306,15 @@ class _RayRun:
         from embedgen.cache import fingerprint_id
         from embedgen.pipeline.core import doc_index
         from embedgen.pipeline.run import open_cache
+        from embedgen.util import storage
 
         fp_id = fingerprint_id(info.fingerprint)
         cache = open_cache(run)  # the driver stores the document records of written windows
         index = doc_index(run, cache, fp_id, chunker)
         stage = Windows(chunker, read_options(run), None)
-        windows = portable_windows(stage, self.local_cfg, info, fp_id if index else None)
+        remote = any(storage.is_remote(p) for p in self.spec.paths)
+        env = storage.environment() if remote else {}
+        windows = portable_windows(stage, self.local_cfg, info, fp_id if index else None, env)
         units = plan_units(list(self.spec.paths), run.limit)
         items = [{"unit": i, "spec": json.dumps(asdict(u))} for i, u in enumerate(units)]
         ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))

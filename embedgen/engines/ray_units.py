@@ -35,6 +35,7 @@ and ``_x:<name>`` extra columns, and drops ``_input_ids``.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,13 +72,11 @@ def plan_units(paths: list[Path], limit: int | None) -> list[Unit]:
 
 def count_input_rows(path: Path) -> int:
     """Rows the reader will number in ``path``: Parquet rows, or non-blank JSONL lines."""
-    from embedgen.pipeline.read import input_format, open_text
+    from embedgen.pipeline.read import input_format, open_text, parquet_file
 
     if input_format(path) == "parquet":
-        import pyarrow.parquet as pq
-
         try:
-            return int(pq.ParquetFile(path).metadata.num_rows)
+            return int(parquet_file(path).metadata.num_rows)
         except Exception:
             return 0  # the chunk task reports the unreadable file
     n = 0
@@ -100,8 +99,11 @@ def unit_documents(unit: Unit, opts: Any) -> Iterator[Any]:
     yield from read_file(paths[0], opts, unit.row0)
 
 
-def chunk_units(batch: dict[str, Any], *, windows: Any, opts: Any, with_ids: bool) -> Iterator[Any]:
+def chunk_units(
+    batch: dict[str, Any], *, windows: ChunkStage, opts: Any, with_ids: bool
+) -> Iterator[Any]:
     """Ray ``map_batches`` function: every window of each unit in ``batch`` as one table."""
+    os.environ.update(windows.env)  # s3:// inputs: the driver's settings, before reading
     for unit_no, raw in zip(batch["unit"], batch["spec"]):
         unit = Unit(**json.loads(raw))
         count = 0
@@ -195,14 +197,24 @@ class ChunkStage:
     APIs' tokenizers; the first provider is built offline: its tokenizer, no API key). With
     ``fp_id``, the document index of the node's cache is opened in the task (a cache handle
     does not pickle), so unchanged documents are not tokenized again, as on the local engine.
+    ``env``: the driver's S3 settings and credentials for ``s3://`` inputs, handed over in
+    memory (never in a Ray runtime environment, which Ray logs).
     """
 
-    def __init__(self, windows: Windows | None, cfg: Any, info: Any, fp_id: bytes | None) -> None:
+    def __init__(
+        self,
+        windows: Windows | None,
+        cfg: Any,
+        info: Any,
+        fp_id: bytes | None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.windows = windows
         self.cfg = cfg
         self.info = info
         """The driver's chain metadata (the chunk size comes from it)."""
         self.fp_id = fp_id
+        self.env = env or {}
 
     def window(self, docs: Any) -> Window:
         if self.windows is None:
@@ -235,12 +247,14 @@ def _node_cache(run: Any) -> Any:
     return _NODE_CACHES[key]
 
 
-def portable_windows(windows: Windows, cfg: Any, info: Any, fp_id: bytes | None) -> ChunkStage:
+def portable_windows(
+    windows: Windows, cfg: Any, info: Any, fp_id: bytes | None, env: dict[str, str]
+) -> ChunkStage:
     """The chunk tasks' stage: ``windows`` itself if it pickles (an ONNX tokenizer does)."""
     from ray import cloudpickle
 
     try:
         cloudpickle.dumps(windows)
     except Exception:
-        return ChunkStage(None, cfg, info, fp_id)
-    return ChunkStage(windows, cfg, info, fp_id)
+        return ChunkStage(None, cfg, info, fp_id, env)
+    return ChunkStage(windows, cfg, info, fp_id, env)

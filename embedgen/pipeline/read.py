@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from embedgen.errors import DataError, InputError
+from embedgen.util import storage
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz")
 _BOM = b"\xef\xbb\xbf"
@@ -36,8 +37,10 @@ def input_format(path: Path) -> str:
 
 
 def discover_inputs(spec: str | Path) -> list[Path]:
-    """Files named by a path, a directory or a glob, in a stable order."""
+    """Files named by a path, a directory or a glob (local, or ``s3://``), in a stable order."""
     text = str(spec)
+    if storage.is_remote(text):
+        return storage.list_inputs(text, PARQUET_SUFFIXES + JSONL_SUFFIXES)
     path = Path(text).expanduser()
     if path.is_file():
         input_format(path)
@@ -114,14 +117,13 @@ class ReadOptions:
 
 def count_rows(paths: list[Path]) -> int | None:
     """Total rows when every input is Parquet (cheap: footers only), else None."""
-    import pyarrow.parquet as pq
 
     total = 0
     for p in paths:
         if input_format(p) != "parquet":
             return None
         try:
-            total += pq.ParquetFile(p).metadata.num_rows
+            total += parquet_file(p).metadata.num_rows
         except Exception:
             return None
     return total
@@ -163,12 +165,18 @@ def read_file(path: Path, opts: ReadOptions, row0: int = 0) -> Iterator[DocBatch
     yield from reader(path, opts, row0)
 
 
-def _read_parquet(path: Path, opts: ReadOptions, row0: int) -> Iterator[DocBatch]:
-    import pyarrow as pa
+def parquet_file(path: Path) -> Any:
+    """A ``pyarrow.parquet.ParquetFile`` of a local or ``s3://`` input (read by ranges)."""
     import pyarrow.parquet as pq
 
+    return pq.ParquetFile(storage.open_input(path) if storage.is_remote(path) else path)
+
+
+def _read_parquet(path: Path, opts: ReadOptions, row0: int) -> Iterator[DocBatch]:
+    import pyarrow as pa
+
     try:
-        pf = pq.ParquetFile(path)
+        pf = parquet_file(path)
         schema = pf.schema_arrow
     except (pa.ArrowException, OSError) as exc:
         raise DataError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
@@ -204,7 +212,7 @@ def _read_parquet(path: Path, opts: ReadOptions, row0: int) -> Iterator[DocBatch
                 keep=keep,
                 skips=skips,
                 rows=n,
-                file=str(path),
+                file=storage.uri(path),
                 row_numbers=list(range(row, row + n)),
             )
             row += n
@@ -240,6 +248,9 @@ def _decode(value: bytes | None, path: Path, row: int, skips: list[Skip]) -> str
 
 def open_text(path: Path) -> io.BufferedReader | gzip.GzipFile:
     """A JSONL input's bytes, gunzipped when its name ends in ``.gz``."""
+    if storage.is_remote(path):
+        stream: io.BufferedReader = storage.open_stream(path)
+        return stream
     try:
         if path.name.lower().endswith(".gz"):
             return gzip.open(path, "rb")  # type: ignore[return-value]
@@ -272,7 +283,7 @@ def _read_jsonl(path: Path, opts: ReadOptions, row0: int) -> Iterator[DocBatch]:
             keep=keep,
             skips=list(skips),
             rows=row - start,
-            file=str(path),
+            file=storage.uri(path),
             row_numbers=list(rows_of),
             lines=list(lines_of),
         )

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from embedgen.util.storage import uri
+
 
 @dataclass
 class RunSummary:
@@ -97,7 +99,7 @@ class RunSummary:
             f"chunks:    {self.chunks:,} ({self.cached:,} cached, {self.computed:,} computed)",
             f"tokens:    {self.tokens:,}",
             f"skipped:   {self.skipped:,}"
-            + (f" (listed in {self.skipped_path})" if self.skipped_path else ""),
+            + (f" (listed in {uri(self.skipped_path)})" if self.skipped_path else ""),
             f"seconds:   {self.seconds:,.1f} ({self.chunks_per_s:,.1f} chunks/s"
             + (
                 f"; {self.embed_seconds:,.1f} reading, embedding and writing)"
@@ -105,6 +107,6 @@ class RunSummary:
                 else ")"
             ),
             f"model:     {self.model} ({self.dim}-d)",
-            f"output:    {self.output}",
+            f"output:    {uri(self.output) if self.output is not None else None}",
         ]
         return out
