@@ -132,15 +132,14 @@ def count_rows(paths: list[Path]) -> int | None:
 def has_column(paths: Sequence[Path], name: str) -> bool:
     """Whether every input has a column ``name`` (a JSONL file: its first record has it)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     for path in paths:
         try:
             if input_format(path) == "parquet":
-                if name not in pq.ParquetFile(path).schema_arrow.names:
+                if name not in parquet_file(path).schema_arrow.names:
                     return False
                 continue
-            with _open_text(path) as fh:
+            with open_text(path) as fh:
                 first = next((raw for raw in fh if raw.strip()), b"")
             rec = _parse_line(first.removeprefix(_BOM))[0]
         except (pa.ArrowException, OSError, EOFError, gzip.BadGzipFile, InputError):
