@@ -28,7 +28,8 @@ from embedgen.errors import EmbedgenError, Kept
 from embedgen.pipeline.progress import Counters, Progress
 from embedgen.pipeline.read import count_rows
 from embedgen.pipeline.summary import RunSummary
-from embedgen.pipeline.write import OutputWriter, new_writer
+from embedgen.pipeline.vectors import VectorFormat, output_format
+from embedgen.pipeline.write import OutputWriter, id_arrow_type, output_metadata
 
 if TYPE_CHECKING:
     from embedgen.pipeline.spec import RunSpec
@@ -142,3 +143,44 @@ class RunEnds:
             provider_stats=provider_stats,
             mixed_models="model" in self.columns,
         )
+
+
+def writer_types(docs: Any, run: Any) -> tuple[Any, Any]:
+    """(id type, passthrough schema) of a run's output, from its first document batch."""
+    import pyarrow as pa
+
+    id_type: Any = pa.int64()
+    keep_schema = None
+    if docs is not None and docs.ids:
+        if run.id_column:
+            id_type = id_arrow_type(docs.ids)
+        keep_schema = docs.keep.schema if docs.keep is not None else None
+    return id_type, keep_schema
+
+
+def new_writer(
+    path: Path,
+    *,
+    info: Any,
+    run: Any,
+    max_tokens: int,
+    extra_columns: tuple[str, ...],
+    id_type: Any,
+    keep_schema: Any,
+    vectors: VectorFormat | None = None,
+) -> OutputWriter:
+    """A writer of the run's rows (one output file, or one shard of a dataset) at ``path``;
+    ``vectors``: the output's vector format (else the run's)."""
+    return OutputWriter(
+        path,
+        dim=info.dim,
+        dtype=run.dtype,
+        with_text=not run.no_text,
+        id_type=id_type,
+        keep_schema=keep_schema,
+        with_model="model" in extra_columns,
+        with_sparse="sparse" in extra_columns,
+        colbert_dim=int(info.details["colbert_dim"]) if "colbert" in extra_columns else None,
+        metadata=output_metadata(info, run, max_tokens),
+        vectors=vectors or output_format(info, run),
+    )

@@ -29,13 +29,13 @@ from embedgen.batch.pack import Item
 from embedgen.config import RunConfig
 from embedgen.errors import BudgetExceeded
 from embedgen.pipeline.core import Stages
-from embedgen.pipeline.ends import RunEnds
+from embedgen.pipeline.ends import RunEnds, writer_types
 from embedgen.pipeline.lookup import Held
 from embedgen.pipeline.progress import Counters
 from embedgen.pipeline.spec import RunSpec
 from embedgen.pipeline.summary import RunSummary
 from embedgen.pipeline.windows import Window, Windows, make_chunker, read_options
-from embedgen.pipeline.write import QueuedWrites, window_columns, writer_types
+from embedgen.pipeline.write import QueuedWrites, window_columns
 from embedgen.router import Router
 
 if TYPE_CHECKING:

@@ -284,47 +284,6 @@ def output_metadata(info: Any, run: Any, max_tokens: int) -> dict[str, str]:
     return meta
 
 
-def writer_types(docs: Any, run: Any) -> tuple[Any, Any]:
-    """(id type, passthrough schema) of a run's output, from its first document batch."""
-    import pyarrow as pa
-
-    id_type: Any = pa.int64()
-    keep_schema = None
-    if docs is not None and docs.ids:
-        if run.id_column:
-            id_type = id_arrow_type(docs.ids)
-        keep_schema = docs.keep.schema if docs.keep is not None else None
-    return id_type, keep_schema
-
-
-def new_writer(
-    path: Path,
-    *,
-    info: Any,
-    run: Any,
-    max_tokens: int,
-    extra_columns: tuple[str, ...],
-    id_type: Any,
-    keep_schema: Any,
-    vectors: vec.VectorFormat | None = None,
-) -> OutputWriter:
-    """A writer of the run's rows (one output file, or one shard of a dataset) at ``path``;
-    ``vectors``: the output's vector format (else the run's, :func:`vec.output_format`)."""
-    return OutputWriter(
-        path,
-        dim=info.dim,
-        dtype=run.dtype,
-        with_text=not run.no_text,
-        id_type=id_type,
-        keep_schema=keep_schema,
-        with_model="model" in extra_columns,
-        with_sparse="sparse" in extra_columns,
-        colbert_dim=int(info.details["colbert_dim"]) if "colbert" in extra_columns else None,
-        metadata=output_metadata(info, run, max_tokens),
-        vectors=vectors or vec.output_format(info, run),
-    )
-
-
 def window_columns(
     w: Any, schema: Any, *, id_column: str | None, with_text: bool, extras: dict[str, list[Any]]
 ) -> tuple[dict[str, Any], Any]:
