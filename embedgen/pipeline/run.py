@@ -2,8 +2,11 @@
 
 ::
 
-    read -> chunk (windows.py) -> look up (lookup.py) -> embed the misses (embed.py)
-         -> store (store.py) -> write rows in input order (write.py)
+    read -> chunk (windows.py) -> look up (lookup.py) -> embed (embed.py)
+         -> store (store.py) -> write (write.py)
+
+Stages 3-5 are the run core (``core.Stages``), the writer and the report ``ends.RunEnds``:
+the Ray engine uses the same two.
 
 Reading and chunking run in a producer thread, one document batch ahead, while the
 main thread looks up, embeds, stores and writes. Mostly cached windows are held until

@@ -1,4 +1,4 @@
-"""Writing the output Parquet: a row group at a time, renamed into place on success.
+"""Stage 6: write the output Parquet, a row group at a time, renamed into place on success.
 
 Rows go to ``.<name>.tmp-<pid>`` beside the output; :meth:`OutputWriter.finish`
 renames it to the output name, so a file with the output's name is always
