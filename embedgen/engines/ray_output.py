@@ -20,7 +20,7 @@ import numpy as np
 
 from embedgen.engines.ray_units import KEEP_PREFIX
 from embedgen.errors import UsageError
-from embedgen.pipeline.ends import RunEnds
+from embedgen.pipeline.ends import RunEnds, new_writer
 
 if TYPE_CHECKING:
     from embedgen.pipeline.docindex import DocIndex
@@ -81,14 +81,15 @@ class Rows:
 class DirSink:
     """``-o DIR/``: a shard per window, then ``_embedgen.json``."""
 
-    def __init__(self, root: Path, rows: Rows, ends: RunEnds) -> None:
+    def __init__(self, root: Path, rows: Rows, info: Any, max_tokens: int) -> None:
         self.root = root
         self.rows = rows
-        self.ends = ends
+        self.info = info
+        self.max_tokens = max_tokens
         self.shards: list[dict[str, Any]] = []
         from embedgen.pipeline.vectors import output_format
 
-        self.vectors = output_format(ends.info, rows.run)
+        self.vectors = output_format(info, rows.run)
         if self.vectors.needs_fit:
             raise UsageError(
                 f"--vector-dtype {self.vectors.dtype} into a directory of shards needs one "
@@ -107,7 +108,11 @@ class DirSink:
             return
         unit, win = int(table.column("_unit")[0].as_py()), int(table.column("_win")[0].as_py())
         name = f"part-{unit:05d}-{win:06d}.parquet"
-        writer = self.ends.new_writer(self.root / name, *self._types, vectors=self.vectors)
+        id_type, keep_schema = self._types
+        writer = new_writer(self.root / name, info=self.info, run=self.rows.run,
+                            max_tokens=self.max_tokens, extra_columns=self.rows.extra_columns,
+                            id_type=id_type, keep_schema=keep_schema,
+                            vectors=self.vectors)  # fmt: skip
         try:
             columns, vectors, keep = self.rows.split(table, writer.schema)
             writer.write(columns, vectors, keep)
@@ -128,7 +133,7 @@ class DirSink:
                 old.unlink()
         doc = {
             "format": "embedgen-dataset/1",
-            "metadata": output_metadata(self.ends.info, self.rows.run, self.ends.max_tokens),
+            "metadata": output_metadata(self.info, self.rows.run, self.max_tokens),
             "order": "shards in the listed (file name) order, rows in file order",
             "shards": self.shards,
             "rows": sum(s["rows"] for s in self.shards),
@@ -164,7 +169,7 @@ class Sink:
         self.ends = RunEnds(spec, info, mode=mode, columns=rows.extra_columns,
                             max_tokens=max_tokens, skipped_path=skipped)  # fmt: skip
         self.counters = self.ends.counters
-        self.dir = DirSink(out, rows, self.ends) if dataset else None
+        self.dir = DirSink(out, rows, info, max_tokens) if dataset else None
         self.index: DocIndex | None = None
         """The document index: a written window's new records are stored in it."""
         self.cache: Any = None

@@ -87,16 +87,10 @@ class RunEnds:
 
     def open_writer(self, id_type: Any, keep_schema: Any) -> OutputWriter:
         """The output file's writer, typed after the first window."""
-        self.writer = self.new_writer(self.spec.output, id_type, keep_schema)
+        self.writer = new_writer(self.spec.output, info=self.info, run=self.spec.cfg.run,
+                                 max_tokens=self.max_tokens, extra_columns=self.columns,
+                                 id_type=id_type, keep_schema=keep_schema)  # fmt: skip
         return self.writer
-
-    def new_writer(
-        self, path: Path, id_type: Any, keep_schema: Any, vectors: Any = None
-    ) -> OutputWriter:
-        """A writer of this run's rows at ``path`` (the output, or a dataset's shard)."""
-        return new_writer(path, info=self.info, run=self.spec.cfg.run, max_tokens=self.max_tokens,
-                          extra_columns=self.columns, id_type=id_type, keep_schema=keep_schema,
-                          vectors=vectors)  # fmt: skip
 
     def finish(self) -> None:
         """Rename the output into place (an empty file when no window came)."""
