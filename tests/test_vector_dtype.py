@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 import embedgen
 from embedgen.cli import app
-from embedgen.pipeline.vectors import column_format, read_float
+from embedgen.pipeline.vectors import column_format, read_float, to_float
 from embedgen.util.quantize import VECTOR_DTYPES, Ranges, bytes_per_vector, decode, encode
 
 SAMPLE = Path(embedgen.__file__).parent / "data" / "sample" / "sentences.txt"
@@ -92,6 +92,9 @@ def test_calibration_file_is_reused(write_parquet, tmp_path: Path, texts: list[s
     assert a.ranges is not None and b.ranges is not None
     assert np.array_equal(a.ranges.start, b.ranges.start)
     assert np.array_equal(a.ranges.step, b.ranges.step)
+    table = pq.read_table(tmp_path / "a.parquet")  # a slice (an offset into the buffer) reads right
+    part = to_float(table.column("embedding").slice(3, 5), table.schema.metadata)
+    assert np.array_equal(part, read_float(tmp_path / "a.parquet")[3:8])
 
 
 def test_rows_held_for_calibration_keep_their_order(write_parquet, tmp_path: Path) -> None:
