@@ -1,7 +1,7 @@
 """Every output type x dimension of one corpus: written, read back, checked, sized.
 
-Embeds the corpus once per dimension (the full one, then each ``--dims`` cut, forced on a
-model not trained for it), then writes every ``--vector-dtype`` from the cache, reads each
+Embeds the corpus once per dimension (``--dims``: the full one and Matryoshka cuts, forced
+on a model not trained for it), then writes every ``--vector-dtype`` from the cache, reads each
 file back with :func:`embedgen.pipeline.vectors.read_float` and checks it against the
 float32 file of the same dimension: float16 within 1e-3, int8/uint8 within range/255 per
 dimension, binary/ubinary exactly the sign bits. Prints sizes as a Markdown table.
@@ -42,12 +42,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("corpus")
     ap.add_argument("--out", default="vectors-bench")
-    ap.add_argument("--dims", default="256,128", help="Matryoshka cuts besides the full dim.")
+    ap.add_argument("--dims", default="full,256,128", help="Dimensions: full and Matryoshka cuts.")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for dims in [None, *(int(d) for d in args.dims.split(","))]:
+    for dims in [None if d == "full" else int(d) for d in args.dims.split(",")]:
         cut = {"dimensions": dims, "force_dimensions": True} if dims else {}
         ref_path = out / f"float32-{dims or 'full'}.parquet"
         started = time.perf_counter()

@@ -87,3 +87,20 @@ def test_types_an_api_cannot_answer_are_made_locally(write_parquet, tmp_path: Pa
         out = _run("voyage", server, tmp_path, src, "--vector-dtype", "float16")
         assert _asked("voyage", server) is None
         assert str(pq.read_schema(out).field("embedding").type.value_type) == "halffloat"
+
+
+def test_a_chain_asks_for_floats(write_parquet, tmp_path: Path) -> None:
+    """A fallback member's floats must never be written as an API's codes: chains quantize."""
+    src = write_parquet({"text": [f"item {i}" for i in range(5)]})
+    with ApiServer("voyage", key=KEY, dim=DIM, model=MODELS["voyage"]) as server:
+        cfg = _config(tmp_path, "voyage", server)
+        text = cfg.read_text("utf-8").replace('providers = ["api"]', 'providers = ["api", "b"]')
+        table = text.split("[providers.api]")[1]
+        cfg.write_text(text + "\n[providers.b]" + table, "utf-8")
+        out = tmp_path / "chain.parquet"
+        args = ["run", str(src), "-c", str(cfg), "-o", str(out), "-q", "--vector-dtype", "int8"]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        assert _asked("voyage", server) is None
+        fmt = column_format(pq.read_schema(out).metadata)
+        assert fmt.ranges is not None and "fitted" in fmt.ranges.source

@@ -111,7 +111,9 @@ def build_target(cfg: Config, name: str, pcfg: Any) -> Target:
         info = provider.info
         return Target(name, info, provider.tokenizer(), _chunk_tokens(cfg, info), cfg.run.overlap,
                       provider=provider)  # fmt: skip
-    inner = offline_api_provider(name, pcfg, cfg.run.vector_dtype)
+    from embedgen.providers.factory import native_request
+
+    inner = offline_api_provider(name, pcfg, native_request(cfg))
     info = inner.info
     return Target(
         name,

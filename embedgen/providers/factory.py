@@ -68,4 +68,10 @@ def build_member(cfg: Config, name: str) -> Provider:
     from embedgen.providers.truncation import check_api_dimensions
 
     check_api_dimensions(name, pcfg, force=cfg.run.force_dimensions)
-    return build_api_provider(name, pcfg, output_dtype=cfg.run.vector_dtype)
+    return build_api_provider(name, pcfg, output_dtype=native_request(cfg))
+
+
+def native_request(cfg: Config) -> str | None:
+    """The output type to ask APIs for: a chain of one provider only, so a fallback member's
+    float vectors are never written as if they were an API's int8 codes."""
+    return cfg.run.vector_dtype if len(cfg.run.providers) <= 1 else None
