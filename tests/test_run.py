@@ -475,3 +475,21 @@ def test_a_too_long_chunk_window_from_the_config_is_named_as_such(
     flat = " ".join(result.output.split())
     assert "max tokens 512 (--max-tokens, run.max_tokens or max_sequence_length)" in flat
     assert "--max-tokens 512" not in flat
+
+
+def test_unknown_names_get_a_suggestion_and_download_only_where_it_can_fetch(
+    write_parquet, tmp_path: Path
+) -> None:
+    src = str(write_parquet({"text": TEXTS}))
+    typo = invoke(src, "--model", "all-minilm-l6-v3")
+    flat = " ".join(typo.output.split())
+    assert typo.exit_code == 1 and "did you mean 'all-minilm-l6-v2'?" in flat
+    assert "embedgen download all-minilm-l6-v3" not in flat  # it would fail
+    known = " ".join(invoke(src, "--model", "bge-m3").output.split())
+    assert "fetch it with `embedgen download bge-m3`" in known
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[run]\nbatchsize = 4\n")
+    bad = invoke(src, "-c", str(cfg))
+    assert bad.exit_code == 2 and "run.batchsize: unknown key; did you mean 'batch_size'?" in (
+        " ".join(bad.output.split())
+    )

@@ -44,7 +44,7 @@ def describe(err: Any) -> str:
     typ: str = err["type"]
     got = err.get("input")
     if typ == "extra_forbidden":
-        return f"{loc}: unknown key"
+        return f"{loc}: unknown key" + did_you_mean(parts[-1], _keys_at(parts[:-1]))
     if typ == "missing":
         return f"{loc}: required key is missing"
     if typ == "literal_error":
@@ -64,6 +64,29 @@ def describe(err: Any) -> str:
     msg = msg.removeprefix("Value error, ")
     msg = msg[0].lower() + msg[1:] if msg else msg
     return f"{loc}: {msg}" if isinstance(got, dict) else f"{loc}: {msg}, got {got!r}"
+
+
+def did_you_mean(word: str, choices: Any) -> str:
+    """``; did you mean 'x'?`` for the closest of ``choices`` to ``word``, or ""."""
+    import difflib
+
+    options = {str(c).lower(): str(c) for c in choices}
+    close = difflib.get_close_matches(word.lower(), list(options), n=1, cutoff=0.6)
+    return f"; did you mean {options[close[0]]!r}?" if close else ""
+
+
+def _keys_at(parts: list[str]) -> list[str]:
+    """The keys the config table at ``parts`` accepts (empty where it is not one model)."""
+    from pydantic import BaseModel
+
+    model: type[BaseModel] = Config
+    for part in parts:
+        field = model.model_fields.get(part)
+        ann = field.annotation if field is not None else None
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return []
+        model = ann
+    return list(model.model_fields)
 
 
 def validate(data: dict[str, Any], source: str | None = None) -> Config:

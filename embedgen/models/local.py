@@ -180,11 +180,27 @@ def resolve_model(name_or_path: str | None) -> ModelSpec:
         return read_folder(candidate, name=name_or_path)
     if any(sep in name_or_path for sep in ("/", "\\")) and not name_or_path.count("/") == 1:
         raise ModelError(f"model folder not found: {name_or_path}")
-    hint = f"embedgen download {name_or_path}"
     raise ModelError(
-        f"model {name_or_path!r} not found (no such folder, nor in {models_dir()}); "
-        f"fetch it with `{hint}` or pass a model folder"
+        f"model {name_or_path!r} not found (no such folder, nor in {models_dir()})"
+        + _not_found_hint(name_or_path)
     )
+
+
+def _not_found_hint(name: str) -> str:
+    """The closest known name, and `embedgen download` only where it could fetch ``name``."""
+    from embedgen.config.load import did_you_mean
+    from embedgen.models.registry import load_registry, lookup
+
+    root = models_dir()
+    local = (
+        [p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        if root.is_dir()
+        else []
+    )
+    if lookup(name) is not None or name.count("/") == 1:  # a registry name or a Hub repo
+        return f"; fetch it with `embedgen download {name}` or pass a model folder"
+    hint = did_you_mean(name, ["default", *load_registry(), *local])
+    return f"{hint}; `embedgen models` lists the names it knows, or pass a model folder"
 
 
 def _find_onnx(folder: Path) -> Path:
