@@ -15,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from embedgen.cache import CacheAdmin, cache_keys, doc_keys, fingerprint_id
+from embedgen.cache.env import used_bytes
 from embedgen.cli import app
 from tests.cache_corpus import assert_same_output, sentences, write_corpus
 
@@ -48,6 +49,19 @@ def _raw(path: Path, db: bytes, key: bytes, value: bytes | None = None) -> bytes
 
 def _flip(raw: bytes, at: int) -> bytes:
     return raw[:at] + bytes(b ^ 0xFF for b in raw[at : at + 2]) + raw[at + 2 :]
+
+
+def _used(data: Path) -> bytearray:
+    """The used part of ``data.mdb`` (beyond it, a sparse tail up to the map size)."""
+    used = used_bytes(data)
+    assert used is not None
+    with data.open("rb") as fh:
+        return bytearray(fh.read(used))
+
+
+def _put_back(data: Path, blob: bytearray) -> None:
+    with data.open("r+b") as fh:
+        fh.write(blob)
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -130,6 +144,22 @@ def test_values_written_before_checksums_stay_readable(tmp_path: Path) -> None:
     assert _raw(tmp_path, b"models", fp) != json.dumps(record).encode()
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="LMDB preallocates the map on Windows")
+def test_the_data_file_covers_the_map_sparsely(tmp_path: Path) -> None:
+    """A read that damage sends past the used pages finds zeros (damage LMDB reports), not
+    the end of the file (SIGBUS); the tail is sparse, so it takes no disk space."""
+    fp = fingerprint_id("onnx|unit")
+    with CacheAdmin.open(tmp_path, initial_map_size=128 * 1024) as c:
+        c.register_model(fp, "onnx|unit", "unit", DIM)
+        c.put_many(fp, cache_keys(fp, [f"t{i}" for i in range(3000)]), _unit(3000))
+        size = (tmp_path / "data.mdb").stat().st_size
+        assert size == c.map_size and c.map_events["grown"] >= 1
+    used = used_bytes(tmp_path / "data.mdb")
+    assert used is not None and used < size
+    if hasattr(os.stat_result, "st_blocks"):
+        assert (tmp_path / "data.mdb").stat().st_blocks * 512 < size
+
+
 # -- a real run over a damaged cache -------------------------------------------------------
 
 
@@ -149,7 +179,7 @@ def test_flipped_bytes_in_40_values_are_recomputed_with_a_warning(
     """The issue's damage, aimed at stored vectors: verify finds all 40, the re-run serves none."""
     src, ref, cache_dir = populated
     data = cache_dir / "data.mdb"
-    blob = bytearray(data.read_bytes())
+    blob = _used(data)
     with CacheAdmin.open(cache_dir, readonly=True) as c:
         (model,) = c.models()
     keys = cache_keys(model.fingerprint_id, sentences(200))
@@ -161,7 +191,7 @@ def test_flipped_bytes_in_40_values_are_recomputed_with_a_warning(
             at = start + offset
             blob[at : at + 2] = bytes(b ^ 0xFF for b in blob[at : at + 2])
             start = blob.find(value, start + 1)
-    data.write_bytes(bytes(blob))
+    _put_back(data, blob)
 
     checked = _cli("cache", "verify", "--cache-dir", str(cache_dir))
     assert checked.returncode == 1 and ": 40 bad" in checked.stdout, checked.stdout
@@ -174,6 +204,32 @@ def test_flipped_bytes_in_40_values_are_recomputed_with_a_warning(
     assert _cli("cache", "verify", "--cache-dir", str(cache_dir)).returncode == 0
 
 
+def test_a_damaged_value_length_is_never_read_past_the_file(
+    populated: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    """A leaf node whose length field now says 64 MiB (the file is far shorter): the value is
+    a miss, and nothing reads it out of the map (that was SIGBUS past the file's end)."""
+    import struct
+
+    src, ref, cache_dir = populated
+    with CacheAdmin.open(cache_dir, readonly=True) as c:
+        (model,) = c.models()
+    key = cache_keys(model.fingerprint_id, sentences(200))[5]
+    data = cache_dir / "data.mdb"
+    blob = _used(data)
+    node = key + _raw(cache_dir, b"vectors", key)
+    at = blob.find(node)
+    while at >= 0:  # every copy (copy-on-write leaves old ones); the node starts 8 bytes before
+        struct.pack_into("=HH", blob, at - 8, 0, 0x0400)  # its size: 64 MiB
+        at = blob.find(node, at + 1)
+    _put_back(data, blob)
+
+    checked = _cli("cache", "verify", "--cache-dir", str(cache_dir))
+    assert checked.returncode == 1, checked.stderr
+    assert "(1 wrong size)" in checked.stdout or DELETE in checked.stderr
+    _right_or_one_line(src, ref, tmp_path / "out.parquet")
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_random_flips_anywhere_give_the_right_output_or_one_line(
     populated: tuple[Path, Path, Path], tmp_path: Path, seed: int
@@ -182,21 +238,25 @@ def test_random_flips_anywhere_give_the_right_output_or_one_line(
     re-run gives exactly the reference or stops with the one-line damaged error; no crash."""
     src, ref, cache_dir = populated
     data = cache_dir / "data.mdb"
-    blob = bytearray(data.read_bytes())
+    blob = _used(data)
     rng = random.Random(seed)
     for _ in range(40):
         at = rng.randrange(0, len(blob) - 2)
         blob[at : at + 2] = bytes(b ^ 0xFF for b in blob[at : at + 2])
-    data.write_bytes(bytes(blob))
-    out = tmp_path / "out.parquet"
+    _put_back(data, blob)
+    _right_or_one_line(src, ref, tmp_path / "out.parquet")
+
+
+def _right_or_one_line(src: Path, ref: Path, out: Path) -> None:
+    """A run over a damaged cache: exactly the reference, or the one-line damaged error."""
     done = _cli("run", str(src), "-o", str(out), *EXACT)
     if done.returncode == 0:
         assert_same_output(out, ref, atol=0.0)
-    else:
-        lines = done.stderr.strip().splitlines()
-        assert done.returncode == 1 and len(lines) == 1, done.stderr
-        assert DAMAGED in lines[0] and DELETE in lines[0]
-        assert not out.with_name(out.name + ".lock").exists()
+        return
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and len(lines) == 1, done.stderr
+    assert DAMAGED in lines[0] and DELETE in lines[0]
+    assert not out.with_name(out.name + ".lock").exists()
 
 
 # -- a truncated file ------------------------------------------------------------------------
@@ -207,7 +267,9 @@ def test_a_truncated_cache_file_is_one_line_not_sigbus(
 ) -> None:
     src, _, cache_dir = populated
     data = cache_dir / "data.mdb"
-    os.truncate(data, data.stat().st_size // 2)
+    used = used_bytes(data)
+    assert used is not None and data.stat().st_size >= used
+    os.truncate(data, used // 2)
     out = tmp_path / "out.parquet"
     for args in (["run", str(src), "-o", str(out), *EXACT], ["cache", "verify"]):
         done = _cli(*args)

@@ -84,38 +84,47 @@ the last used page number and the transaction id."""
 _MAGIC = 0xBEEFC0DE
 
 
+def used_bytes(data: Path) -> int | None:
+    """The bytes of ``data`` (an LMDB ``data.mdb``) that its newest meta page says are used:
+    (last used page + 1) * page size; None without two valid meta pages (at offset 0 and one
+    page in). OSError when the file cannot be read."""
+    with data.open("rb") as fh:
+        first = fh.read(_META.size)
+        metas = [_META.unpack(first)] if len(first) == _META.size else []
+        if metas and metas[0][5] == _MAGIC:
+            fh.seek(metas[0][9])  # the page size, from the free DB's md_pad
+            second = fh.read(_META.size)
+            if len(second) == _META.size:
+                metas.append(_META.unpack(second))
+    valid = [m for m in metas if m[5] == _MAGIC and m[9] >= 512]
+    if len(valid) < 2:
+        return None
+    newest = max(valid, key=lambda m: m[13])
+    return int((newest[12] + 1) * newest[9])
+
+
 def check_data_file(path: Path) -> None:
     """CacheError unless ``data.mdb`` holds every page its newest meta page says is used.
 
     LMDB maps the file and would read past a truncated end, which kills the process with
-    SIGBUS: the two meta pages (at offset 0 and one page in) are read and checked first.
+    SIGBUS: the meta pages are read and checked first.
     """
     data = path / "data.mdb"
     try:
-        with data.open("rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            if size == 0:  # a new environment: LMDB initialises it
-                return
-            first = fh.read(_META.size)
-            metas = [_META.unpack(first)] if len(first) == _META.size else []
-            if metas and metas[0][5] == _MAGIC:
-                fh.seek(metas[0][9])  # the page size, from the free DB's md_pad
-                second = fh.read(_META.size)
-                if len(second) == _META.size:
-                    metas.append(_META.unpack(second))
+        size = data.stat().st_size
+        if size == 0:  # a new environment: LMDB initialises it
+            return
+        used = used_bytes(data)
     except FileNotFoundError:
         return
     except OSError as exc:
         raise map_error(exc, path) from exc
-    valid = [m for m in metas if m[5] == _MAGIC and m[9] >= 512]
-    if len(valid) < 2:
+    if used is None:
         raise damaged_error(path, f"{data.name} has no valid LMDB header")
-    newest = max(valid, key=lambda m: m[13])
-    psize, last = newest[9], newest[12]
-    if size < (last + 1) * psize:
+    if size < used:
         raise damaged_error(
-            path, f"{data.name} is {size:,} bytes, shorter than the {(last + 1) * psize:,} "
-            "bytes its header records (truncated)"
+            path, f"{data.name} is {size:,} bytes, shorter than the {used:,} bytes its "
+            "header records (truncated)"
         )  # fmt: skip
 
 
@@ -149,6 +158,26 @@ class SharedEnv:
         self._exclusive = False
         self.grown = 0
         self.adopted = 0
+        self._covered = 0
+
+    def cover(self) -> None:
+        """Extend ``data.mdb`` (sparse) to the map size; call inside a write transaction.
+
+        A read that damaged pages send past the file's end kills the process with SIGBUS;
+        within the file it reads zeros, which LMDB reports as damage. LMDB's writer lock,
+        held by the transaction, keeps other processes from growing the file meanwhile, so
+        this never shrinks it. Windows preallocates the file to the map size already.
+        """
+        size = int(self.env.info()["map_size"])
+        if sys.platform == "win32" or self._covered >= size:
+            return
+        data = self.path / "data.mdb"
+        try:
+            if data.stat().st_size < size:
+                os.truncate(data, size)
+            self._covered = size
+        except OSError:  # no room or no sparse files: only this guard is lost
+            self._covered = size
 
     @contextmanager
     def shared(self) -> Iterator[None]:

@@ -131,6 +131,8 @@ class VectorCache:
                     size = shared.env.info()["map_size"]
                     try:
                         with shared.env.begin(write=write, buffers=buffers) as txn:
+                            if write:
+                                shared.cover()
                             return fn(txn)
                     except lmdb.MapResizedError:
                         fix = "adopt"
@@ -207,38 +209,38 @@ class VectorCache:
         check_keys(fingerprint, keys)
         vectors_db = self._shared.vectors
 
-        def read(txn: Any) -> tuple[ModelInfo | None, list[bytes | None]]:
+        def read(txn: Any) -> tuple[ModelInfo | None, list[int], bytes, int]:
+            # buffers: a value's length is checked before its bytes are touched, so a length
+            # that damage made huge is never copied out of the map
             info = self._model_in(txn, fingerprint)
             if info is None:
-                return None, []
-            return info, [txn.get(k, db=vectors_db) for k in keys]
-
-        info, values = self._txn(read)
-        out: list[np.ndarray | None] = [None] * len(keys)
-        if info is None:
-            return out
-        size = info.nbytes
-        sealed = size + CHECK_BYTES
-        found: list[int] = []
-        parts: list[bytes] = []
-        for i, value in enumerate(values):
-            if value is None:
-                continue
-            if len(value) == sealed:
-                payload = value[:size]
-                if checksum(keys[i], payload) != value[size:]:
-                    self.bad_reads += 1
+                return None, [], b"", 0
+            size = info.nbytes
+            sealed = size + CHECK_BYTES
+            found: list[int] = []
+            parts: list[Any] = []
+            bad = 0
+            for i, key in enumerate(keys):
+                value = txn.get(key, db=vectors_db)
+                if value is None:
                     continue
-            elif len(value) == size:  # written before checksums
-                payload = value
-            else:
-                self.bad_reads += 1
-                continue
-            found.append(i)
-            parts.append(payload)
-        if not found:
+                if len(value) == sealed:
+                    if checksum(key, value[:size]) != value[size:]:
+                        bad += 1
+                        continue
+                elif len(value) != size:  # exactly the size: written before checksums
+                    bad += 1
+                    continue
+                found.append(i)
+                parts.append(value[:size])
+            return info, found, b"".join(parts), bad
+
+        info, found, joined, bad = self._txn(read, buffers=True)
+        self.bad_reads += bad
+        out: list[np.ndarray | None] = [None] * len(keys)
+        if info is None or not found:
             return out
-        matrix = np.frombuffer(b"".join(parts), DTYPES[info.dtype])
+        matrix = np.frombuffer(joined, DTYPES[info.dtype])
         matrix = matrix.reshape(len(found), info.dim).copy()
         ok = info.plausible(matrix)
         self.bad_reads += int((~ok).sum())
