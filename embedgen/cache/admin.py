@@ -224,8 +224,8 @@ def _problem(key: Any, value: Any, models: dict[bytes, ModelInfo | None]) -> str
 
 
 def _bad_record(key: Any, raw: Any) -> bool:
-    """A damaged document or last-run record in the meta database (which holds nothing else,
-    so a record under any other key has a damaged key)."""
+    """A damaged document, last-use or last-run record in the meta database (which holds
+    nothing else, so a record under any other key has a damaged key)."""
     if bytes(key[: len(DOC_PREFIX)]) == DOC_PREFIX:
         return doc_record(key, raw) is None
     if bytes(key[: len(USED)]) == USED:
