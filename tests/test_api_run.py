@@ -190,6 +190,31 @@ def test_repeated_429s_without_configured_limits_slow_down_instead_of_failing(
         assert limited < 3 * 30, limited  # it backed off rather than hammering the window
 
 
+def test_without_configured_limits_a_run_learns_a_fixed_window_and_runs_near_it(
+    write_parquet, tmp_path: Path
+) -> None:
+    """20 requests per 6 s window (200/min), refused beyond it with a Retry-After of 1 s:
+    halving on every refusal while the window is closed left the rate far below the
+    limit when it opened again (0.6 of it); the rate of whole cycles is learned instead."""
+    with ApiServer(
+        "openai", key=KEY, window_limit=20, window_seconds=6.0, window_retry_after="1"
+    ) as server:
+        cfg = tmp_path / "c.toml"  # the defaults: no limits, retries or backoff configured
+        cfg.write_text(
+            '[run]\nproviders = ["openai"]\n\n[providers.openai]\nkind = "openai"\n'
+            f'base_url = "{server.url}/v1"\ndimensions = 8\nmax_batch_inputs = 16\n'
+        )
+        out = tmp_path / "out.parquet"
+        result = run(corpus(write_parquet, 960), cfg, out)  # 60 requests of 16
+        assert result.exit_code == 0, (result.output, result.exception)
+        check_output(out, server, 960)
+        records = server.records
+    ok = [r.at for r in records if r.status == 200]
+    assert len(ok) == 60
+    span = max(ok) - min(r.at for r in records)
+    assert len(ok) / span * 60 >= 0.7 * 200, (span, len(records))
+
+
 @pytest.mark.parametrize(
     ("setting", "hint"),
     [("dim = 8", "set `dim = 64`"), ("dimensions = 8", "set `dimensions = 64`")],

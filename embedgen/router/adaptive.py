@@ -8,6 +8,13 @@ after as many successes as it allows, the rate by a twentieth. Only a streak of 
 with no success between) is taken as a limit: a stray 429 among successes is retried and
 forgotten. Until the first streak there is no rate limit at all; the first rate is half the
 rate of the successes of the last minute.
+
+The halving only shields the server while it refuses; what it allows is learned from whole
+cycles. A cycle runs from the first success after one streak to the first success after
+the next one, so it spans the server's open and closed time alike (a fixed window that
+refuses for most of a minute, a token bucket that refuses for a moment): its successes
+over its length are the rate the server allows, and the request rate is set to that when
+the server takes requests again, instead of creeping back from wherever the halving left it.
 """
 
 from __future__ import annotations
@@ -68,6 +75,10 @@ class Aimd:
         self._last_decrease = -1e9
         self._successes = 0
         self._streak = 0
+        self._limited = False
+        """A streak of 429s made a limit and no request has passed since."""
+        self._cycle_start: float | None = None
+        self._cycle_ok = 0
 
     def before_request(self) -> None:
         """Wait for the adaptive rate (no wait until the first 429)."""
@@ -83,6 +94,7 @@ class Aimd:
                 self._recent.popleft()
             self._successes += 1
             self._streak = 0
+            self._learn(now)
             if self._successes >= self.slots.limit:
                 self._successes = 0
                 self.slots.set_limit(self.slots.limit + 1)
@@ -98,6 +110,7 @@ class Aimd:
             if self._streak < STREAK or now - self._last_decrease < DECREASE_EVERY_S:
                 return
             self._last_decrease = now
+            self._limited = True
             self._successes = 0
             self.slots.set_limit(self.slots.limit // 2)
             if self.bucket is None:
@@ -114,3 +127,15 @@ class Aimd:
             else:
                 per_min = self.bucket.rate * 60.0
                 self.bucket.set_rate(max(MIN_RATE_PER_MIN, per_min / 2))
+
+    def _learn(self, now: float) -> None:
+        """Count a success in its cycle; the first one after a limit closes the cycle and
+        sets the request rate to the cycle's (called with the lock held)."""
+        if self._limited and self._cycle_start is not None and self.bucket is not None:
+            span = now - self._cycle_start
+            if span > 0:
+                self.bucket.set_rate(max(MIN_RATE_PER_MIN, self._cycle_ok / span * 60.0))
+        if self._limited or self._cycle_start is None:
+            self._cycle_start, self._cycle_ok = now, 0
+            self._limited = False
+        self._cycle_ok += 1
