@@ -291,25 +291,34 @@ class _RayRun:
                 cache.close()
 
     def _pipeline(self, router: Any, actor: Any) -> Any:
-        from embedgen.engines.ray_output import Rows, Sink
-        from embedgen.engines.ray_units import chunk_units, plan_units, portable_windows
-        from embedgen.engines.ray_worker import EmbedWorker
-        from embedgen.pipeline.windows import Windows, make_chunker, read_options
+        from embedgen.pipeline.run import open_cache
 
-        ray, plan, run = self.ray, self.plan, self.run
+        plan, run = self.plan, self.run
         info = router.info
         if plan.device is not None and "device" in info.details:
             # the driver's copy ran on the CPU; the file says where the workers embedded
             info = dataclasses.replace(info, details={**info.details, "device": plan.device})
-        tokenizer = router.tokenizer()
-        chunker = make_chunker(tokenizer, info, run)
+        cache = open_cache(run)  # the driver stores the document records of written windows
+        try:
+            return self._stream(router, actor, info, cache)
+        finally:
+            if cache is not None:
+                cache.close()
+
+    def _stream(self, router: Any, actor: Any, info: Any, cache: Any) -> Any:
+        """Chunk tasks -> embedding actors -> the driver's sink, with the driver's ``cache``."""
         from embedgen.cache import fingerprint_id
+        from embedgen.engines.ray_output import Rows, Sink
+        from embedgen.engines.ray_units import chunk_units, plan_units, portable_windows
+        from embedgen.engines.ray_worker import EmbedWorker
         from embedgen.pipeline.core import doc_index
-        from embedgen.pipeline.run import open_cache
+        from embedgen.pipeline.windows import Windows, make_chunker, read_options
         from embedgen.util import storage
 
+        ray, plan, run = self.ray, self.plan, self.run
+        tokenizer = router.tokenizer()
+        chunker = make_chunker(tokenizer, info, run)
         fp_id = fingerprint_id(info.fingerprint)
-        cache = open_cache(run)  # the driver stores the document records of written windows
         index = doc_index(run, cache, fp_id, chunker)
         stage = Windows(chunker, read_options(run), None)
         remote = any(storage.is_remote(p) for p in self.spec.paths)
@@ -352,8 +361,4 @@ class _RayRun:
         max_tokens = chunker.window + tokenizer.overhead
         sink = Sink(self.spec, rows, info, max_tokens, self.mode, self.dataset, len(units))
         sink.index, sink.cache = index, cache
-        try:
-            return sink.consume(ds.iter_batches(batch_size=None, batch_format="pyarrow"), actor)
-        finally:
-            if cache is not None:
-                cache.close()
+        return sink.consume(ds.iter_batches(batch_size=None, batch_format="pyarrow"), actor)
