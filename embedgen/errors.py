@@ -8,12 +8,14 @@
     │   │   └── DimensionMismatch          an API returns vectors of another size than set
     │   ├── InputError                     missing file, unknown format, missing column
     │   ├── DeviceUnavailableError         the asked-for device is not usable
-    │   └── EngineUnavailableError         the asked-for engine is not installed or cannot start
+    │   ├── EngineUnavailableError         the asked-for engine is not installed or cannot start
+    │   └── SinkMismatchError              the sink table holds another model's rows or columns
     ├── DataError                 exit 1   malformed input data (bad JSONL line, corrupt Parquet)
     ├── ModelError                exit 1   missing or corrupt model files, failed download
     │   └── FidelityFloorError             no optimized variant met the fidelity floor
     ├── CacheError                exit 1   the cache cannot be opened or written
     ├── WorkerLost                exit 1   a Ray worker died more often than Ray restarts it
+    ├── SinkError                 exit 1   a vector store cannot be reached or written
     ├── ProviderError             exit 1   a provider failed (the API's message, key redacted)
     │   ├── FatalProviderError             a failure retrying cannot fix (400/401/403/404/422)
     │   ├── TransientProviderError         a failed request a retry may fix (429, 5xx, timeout)
@@ -106,6 +108,10 @@ class EngineUnavailableError(UsageError):
     """``--engine ray`` without the ``ray`` extra, or a Ray cluster that cannot be reached."""
 
 
+class SinkMismatchError(UsageError):
+    """The sink table was written by another model, dimension or set of columns."""
+
+
 class DataError(EmbedgenError):
     pass
 
@@ -124,6 +130,10 @@ class CacheError(EmbedgenError):
 
 class WorkerLost(EmbedgenError):
     """A Ray embedding worker died after its last restart (killed, out of memory, crashed)."""
+
+
+class SinkError(EmbedgenError):
+    """A vector store (LanceDB, PostgreSQL) cannot be reached, read or written."""
 
 
 class ProviderError(EmbedgenError):

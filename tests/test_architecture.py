@@ -20,7 +20,7 @@ LAYERS: list[set[str]] = [
     {"budget"},
     {"providers"},
     {"router"},
-    {"batch"},
+    {"batch", "sinks"},
     {"pipeline"},
     {"optimize", "engines"},
     {"doctor", "cli", "__main__", "__init__"},

@@ -24,7 +24,20 @@ def run(
         None,
         "-o",
         "--output",
-        help="Output Parquet [default: <input stem>.embeddings.parquet beside the input].",
+        help="Output: a Parquet file, DIR/ (--engine ray), lancedb:PATH or postgresql://... "
+        "[default: <input stem>.embeddings.parquet beside the input].",
+    ),
+    table: str | None = typer.Option(
+        None, "--table", help="Table of a lancedb: or postgresql:// output [default: chunks]."
+    ),
+    prune: bool = typer.Option(
+        False, "--prune", help="Sink: also delete documents that are no longer in the input."
+    ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Sink: replace a table of another model, dimension or columns."
+    ),
+    index: bool = typer.Option(
+        False, "--index", help="Sink: build the store's vector index after the load."
     ),
     config: Path | None = typer.Option(
         None, "--config", "-c", help="TOML config file; options given here override it."
@@ -137,7 +150,7 @@ def run(
         None, "--keep-reports", min=1, help="Keep only the newest N reports of a {date} pattern."
     ),
 ) -> None:
-    """Embed a corpus into a Parquet file of chunk embeddings."""
+    """Embed a corpus into a Parquet file of chunk embeddings, or into a vector store."""
     from embedgen.cli.output import add_log_file, set_quiet
     from embedgen.cli.report import RunReport
     from embedgen.config import load
@@ -180,6 +193,10 @@ def run(
             "cpus_per_worker": cpus_per_worker,
             "gpus_per_worker": gpus_per_worker,
             "batch_wait": False if no_wait else None,
+            "table": table,
+            "prune": prune or None,
+            "overwrite": overwrite or None,
+            "index": index or None,
         }
         _embed_and_report(input, output, cfg, model, quiet, options, started, record)
     except BaseException as exc:

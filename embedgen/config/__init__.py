@@ -30,6 +30,7 @@ from embedgen.config.schema import (
     Config,
     EngineConfig,
     OnnxConfig,
+    OutputConfig,
     ProviderConfig,
     RunConfig,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "OnnxConfig",
     "OpenAICompatibleConfig",
     "OpenAIConfig",
+    "OutputConfig",
     "PerformanceTable",
     "ProviderConfig",
     "RunConfig",

@@ -1,4 +1,4 @@
-"""The config models: ``[run]``, ``[model]``, ``[providers.NAME]``, ``[budget]``, ``[engine]``.
+"""The config models: ``[run]``, ``[model]``, ``[providers.NAME]``, ``[budget]``, ``[engine]``...
 
 The file has these tables, all optional:
 
@@ -8,6 +8,8 @@ The file has these tables, all optional:
 - ``[budget]``: spending caps.
 - ``[engine]``: where the run executes (this process, or a Ray cluster).
 - ``[slots.NAME]``: several models in one run, one vector column each.
+- ``[output]``: where the rows go (a Parquet file, LanceDB, PostgreSQL) and how a run
+  keeps a vector store in sync.
 - ``[bge_m3_local]``, ``[directml]``, ``[performance]``: the Windows deployment
   layout (``configs/windows_config.toml``), folded into ``[model]`` and ``[run]``.
 """
@@ -150,6 +152,21 @@ class EngineConfig(Strict):
         return g
 
 
+class OutputConfig(Strict):
+    """``[output]``: where the rows go, and how a run into a vector store syncs it."""
+
+    target: str | None = None
+    """As ``-o``: a Parquet file or ``DIR/``, ``lancedb:PATH`` or ``postgresql://...``."""
+    table: str = "chunks"
+    """The table of a LanceDB or PostgreSQL target (``--table``)."""
+    mode: Annotated[Literal["update", "sync"], BeforeValidator(lower)] = "update"
+    """``sync`` (``--prune``) also deletes documents no longer in the input."""
+    overwrite: bool = False
+    """Replace a table written by another model or with other columns (``--overwrite``)."""
+    index: bool = False
+    """Build the store's vector index after the load (``--index``)."""
+
+
 class Config(Strict):
     run: RunConfig = Field(default_factory=RunConfig)
     model: OnnxConfig = Field(default_factory=OnnxConfig)
@@ -158,6 +175,7 @@ class Config(Strict):
     engine: EngineConfig = Field(default_factory=EngineConfig)
     slots: dict[str, SlotConfig] = Field(default_factory=dict)
     """Several models in one run (``config/slots.py``); empty: one model, one column."""
+    output: OutputConfig = Field(default_factory=OutputConfig)
     bge_m3_local: WindowsModelTable | None = None
     directml: DirectMLTable | None = None
     performance: PerformanceTable | None = None

@@ -98,6 +98,12 @@ def _run(spec: Any, mode: str, opts: EngineOptions, dataset: bool) -> RunSummary
     if opts.kind == "ray":
         from embedgen.engines.ray_engine import run_ray
 
+        if spec.sink is not None:
+            from embedgen.errors import UsageError
+
+            raise UsageError(
+                f"--engine ray cannot write into {spec.sink} yet; run it with --engine local"
+            )
         return run_ray(spec, mode, opts, dataset=dataset)
     from embedgen.errors import UsageError
     from embedgen.pipeline.run import run_local

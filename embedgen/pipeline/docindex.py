@@ -23,11 +23,16 @@ Spans = list[tuple[int, int, int]]
 """(char_start, char_end, tokens) per chunk of a document."""
 
 
+def chunk_params(chunker: Chunker) -> str:
+    """What a document's chunks depend on besides the model and the text."""
+    return f"window={chunker.window}|overlap={chunker.overlap}"
+
+
 class DocIndex:
     def __init__(self, cache: Any, fp_id: bytes, chunker: Chunker) -> None:
         self.cache = cache
         self.fp_id = fp_id
-        self.params = f"window={chunker.window}|overlap={chunker.overlap}"
+        self.params = chunk_params(chunker)
 
     def known(self, texts: Sequence[str]) -> tuple[list[bytes], list[Spans | None]]:
         """Each text's document key, and its chunks' spans when it was chunked before."""

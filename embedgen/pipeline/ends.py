@@ -32,6 +32,7 @@ from embedgen.pipeline.vectors import VectorFormat, output_format
 from embedgen.pipeline.write import OutputWriter, id_arrow_type, output_metadata
 
 if TYPE_CHECKING:
+    from embedgen.pipeline.sink_write import SinkRun, SinkWriter
     from embedgen.pipeline.spec import RunSpec
     from embedgen.providers.base import ProviderInfo
 
@@ -48,14 +49,19 @@ class RunEnds:
         columns: tuple[str, ...],
         max_tokens: int,
         skipped_path: Path | None = None,
+        sink: SinkRun | None = None,
     ) -> None:
         self.spec = spec
+        self.sink = sink
+        """The LanceDB or PostgreSQL table the rows go into, instead of the output file."""
         self.info = info
         self.columns = columns
         self.max_tokens = max_tokens
         self.skipped_path = skipped_path or spec.skipped_path
         self.counters = Counters()
         self.writer: OutputWriter | None = None
+        self.into: SinkWriter | None = None
+        """The sink's writer, when the rows go into a sink."""
         self._skip_file: Any = None
         self.started = time.perf_counter()
         total = count_rows(list(spec.paths))
@@ -92,14 +98,30 @@ class RunEnds:
                                  id_type=id_type, keep_schema=keep_schema)  # fmt: skip
         return self.writer
 
-    def finish(self) -> None:
-        """Rename the output into place (an empty file when no window came)."""
-        if self.writer is None:
-            import pyarrow as pa
+    def open_for(self, docs: Any) -> None:
+        """The writer (the sink's, or the output file's), typed after the first window's
+        documents ``docs`` (None: no window came)."""
+        if self.sink is None:
+            self.open_writer(*writer_types(docs, self.spec.cfg.run))
+            return
+        from embedgen.pipeline.sink_write import sink_writer
 
-            self.open_writer(pa.int64(), None)
-        assert self.writer is not None
-        self.writer.finish()
+        self.into = sink_writer(self.sink, docs, self.spec.cfg.run, self.info,
+                                self.max_tokens, self.columns)  # fmt: skip
+
+    @property
+    def opened(self) -> bool:
+        return self.writer is not None or self.into is not None
+
+    def finish(self) -> None:
+        """Rename the output into place, or sync the sink (an empty output when no window
+        came)."""
+        if not self.opened:
+            self.open_for(None)
+        if self.into is not None:
+            self.into.finish()
+        elif self.writer is not None:
+            self.writer.finish()
 
     def failed(
         self, exc: BaseException, *, committed: int | None = None, cache: Any = None
@@ -109,6 +131,8 @@ class RunEnds:
         ``committed``: chunks this process committed to the cache (None: not known here).
         """
         partial = self.writer.abort() if self.writer is not None else None
+        if self.into is not None:
+            self.into.abort()  # commits the whole documents gathered so far
         if isinstance(exc, (EmbedgenError, KeyboardInterrupt)):  # Ctrl-C says it too
             where = str(cache.path) if cache is not None else None
             vars(exc)["kept"] = Kept(partial, committed, where)
@@ -136,6 +160,8 @@ class RunEnds:
             seconds=seconds,
             provider_stats=provider_stats,
             mixed_models="model" in self.columns,
+            target=str(self.spec.sink) if self.spec.sink is not None else None,
+            sink_lines=self.into.lines if self.into is not None else [],
         )
 
 

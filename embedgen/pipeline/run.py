@@ -32,9 +32,10 @@ from embedgen.batch.pack import Item
 from embedgen.config import RunConfig
 from embedgen.errors import BudgetExceeded
 from embedgen.pipeline.core import Stages
-from embedgen.pipeline.ends import RunEnds, writer_types
+from embedgen.pipeline.ends import RunEnds
 from embedgen.pipeline.lookup import Held
 from embedgen.pipeline.progress import Counters
+from embedgen.pipeline.sink_write import SinkRun, open_sink_run
 from embedgen.pipeline.spec import RunSpec
 from embedgen.pipeline.summary import RunSummary
 from embedgen.pipeline.windows import Window, Windows, make_chunker, read_options
@@ -55,7 +56,8 @@ def run_local(spec: RunSpec, mode: str) -> RunSummary:
 
     cfg, out, paths = spec.cfg, spec.output, list(spec.paths)
     with acquire_output_lock(out):
-        remove_stale_tmp(out)
+        if spec.sink is None:
+            remove_stale_tmp(out)
         members = build_members(cfg)
         budget: RunBudget | None = None
         status = "failed"
@@ -65,8 +67,10 @@ def run_local(spec: RunSpec, mode: str) -> RunSummary:
                 members, allow_mixed_models=cfg.run.allow_mixed_models, spend=budget.budget
             )
             cache = open_cache(cfg.run)
+            sink: SinkRun | None = None
             try:
-                run = LocalRun(spec, router, mode, cache)
+                sink = open_sink_run(spec, router.info)  # checked before anything is embedded
+                run = LocalRun(spec, router, mode, cache, sink)
                 batches = batch_prepass_of(run)
                 summary = run.execute()
                 status = "finished"
@@ -78,6 +82,8 @@ def run_local(spec: RunSpec, mode: str) -> RunSummary:
             finally:
                 if cache is not None:
                     cache.close()
+                if sink is not None:
+                    sink.close()  # the writer closes it too; here for a failure before it
         finally:
             if budget is not None:
                 budget.close(status)
@@ -125,7 +131,10 @@ MIN_MISSES (a cold run's windows are written one by one, as soon as they can be)
 class LocalRun:
     """The stages of one run, composed in this process."""
 
-    def __init__(self, spec: RunSpec, router: Router, mode: str, cache: Any = None) -> None:
+    def __init__(
+        self, spec: RunSpec, router: Router, mode: str, cache: Any = None,
+        sink: SinkRun | None = None,
+    ) -> None:  # fmt: skip
         self.spec = spec
         self.run = run = spec.cfg.run
         self.router = router
@@ -139,7 +148,9 @@ class LocalRun:
         self.stages = Stages.build(run, router, cache)
         self.columns = self.stages.columns
         self.index = self.stages.doc_index(run, self.chunker)
-        self.windows = Windows(self.chunker, read_options(run), run.limit, self.index)
+        self.sink = sink
+        sieve = sink.sieve_for(self.stages.fp_id, self.chunker) if sink is not None else None
+        self.windows = Windows(self.chunker, read_options(run), run.limit, self.index, sieve)
         self.ends: RunEnds | None = None
         self._held: list[tuple[Window, Held]] = []
         self._held_misses = 0
@@ -191,7 +202,7 @@ class LocalRun:
     def execute(self) -> RunSummary:
         self.ends = ends = RunEnds(
             self.spec, self.info, mode=self.mode, columns=self.columns,
-            max_tokens=self.chunker.window + self.overhead,
+            max_tokens=self.chunker.window + self.overhead, sink=self.sink,
         )  # fmt: skip
         self.counters = ends.counters
         stop = threading.Event()
@@ -222,8 +233,8 @@ class LocalRun:
         """Look a window up in the cache; embed and write held windows once enough misses."""
         assert self.ends is not None
         self.ends.skips([s.to_json() for s in w.skips])
-        if self.ends.writer is None:
-            self.ends.open_writer(*writer_types(w.docs, self.run))
+        if not self.ends.opened:
+            self.ends.open_for(w.docs)
         held = self.stages.lookup(w.chunks, self.counters)
         if held.todo:
             self.router.prepare()
@@ -258,8 +269,11 @@ class LocalRun:
             self.ends.counted(w.documents, len(w.chunks), tokens, w.tokenized)
 
     def _write(self, w: Window, vectors: np.ndarray, extras: dict[str, list[Any]]) -> None:
-        assert self.ends is not None and self.ends.writer is not None
+        assert self.ends is not None
+        if self.ends.into is not None:
+            return self.ends.into.write_window(w, vectors, extras)
         writer = self.ends.writer
+        assert writer is not None
         columns, keep = window_columns(
             w, writer.schema, id_column=self.run.id_column, with_text=not self.run.no_text,
             extras=extras,

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from embedgen.config import Config, OnnxConfig, RunConfig, apply_overrides, load
-from embedgen.errors import ConfigError
+from embedgen.config import Config, OnnxConfig, OutputConfig, RunConfig, apply_overrides, load
+from embedgen.errors import ConfigError, UsageError
 from embedgen.pipeline.read import discover_inputs, has_column
+from embedgen.sinks import Target
 
 log = logging.getLogger("embedgen")
 
@@ -26,6 +27,9 @@ class RunSpec:
     cfg: Config
     paths: tuple[Path, ...]
     output: Path
+    """The Parquet output; for a sink, the local path its lock and skip list go beside."""
+    sink: Target | None = None
+    """A LanceDB or PostgreSQL table the rows go into (``cfg.output`` says how)."""
 
     @classmethod
     def resolve(
@@ -43,7 +47,13 @@ class RunSpec:
         if cfg.run.id_column is None and has_column(paths, "id"):
             cfg.run.id_column = "id"
             log.info("ids from the input's 'id' column (--id-column names another)")
-        out = Path(output) if output is not None else default_output(paths, input)
+        text = str(output) if output is not None else cfg.output.target
+        target = Target.parse(text, cfg.output.table) if text else None
+        if target is not None and target.is_sink:
+            return cls(cfg, tuple(paths), target.anchor, target)
+        if (options or {}).get("table") is not None:
+            raise UsageError("--table applies to lancedb: and postgresql:// outputs only")
+        out = Path(text) if text else default_output(paths, input)
         return cls(cfg, tuple(paths), out)
 
     @property
@@ -59,16 +69,22 @@ def resolve_config(
     cfg = cfg.model_copy(deep=True)
     run_opts: dict[str, Any] = {}
     model_opts: dict[str, Any] = {"model": model}
+    output_opts: dict[str, Any] = {}
     for key, value in options.items():
         key = _ALIASES.get(key, key)
-        if key in RunConfig.model_fields:
+        if key == "prune":
+            output_opts["mode"] = "sync" if value else None
+        elif key in RunConfig.model_fields:
             run_opts[key] = value
+        elif key in OutputConfig.model_fields and key != "target":
+            output_opts[key] = value
         elif key in OnnxConfig.model_fields:
             model_opts[key] = value
         else:
             raise ConfigError(f"unknown run option {key!r}")
     apply_overrides(cfg, "run", run_opts)
     apply_overrides(cfg, "model", model_opts)
+    apply_overrides(cfg, "output", output_opts)
     return cfg
 
 

@@ -34,6 +34,10 @@ class RunSummary:
     """Damaged cache values the run read, ignored and recomputed."""
     tokenized: int = 0
     """Documents tokenized; an unchanged re-run with the cache tokenizes none."""
+    target: str | None = None
+    """The sink the rows went into (a LanceDB or PostgreSQL table), if not a file."""
+    sink_lines: list[str] = field(default_factory=list)
+    """What the run did to the sink: unchanged, written and pruned documents, the index."""
 
     @classmethod
     def of(
@@ -46,6 +50,8 @@ class RunSummary:
         seconds: float = 0.0,
         provider_stats: dict[str, Any] | None = None,
         mixed_models: bool = False,
+        target: str | None = None,
+        sink_lines: list[str] | None = None,
     ) -> RunSummary:
         """The summary of a run from its counters and its chain's metadata (any engine)."""
         return cls(
@@ -63,6 +69,8 @@ class RunSummary:
             provider_stats=provider_stats or {},
             mixed_models=mixed_models,
             tokenized=c.tokenized,
+            target=target,
+            sink_lines=sink_lines or [],
         )
 
     def timed(self, started: float) -> None:
@@ -107,6 +115,7 @@ class RunSummary:
                 else ")"
             ),
             f"model:     {self.model} ({self.dim}-d)",
-            f"output:    {uri(self.output) if self.output is not None else None}",
+            f"output:    {self.target or (uri(self.output) if self.output is not None else None)}",
+            *self.sink_lines,
         ]
         return out

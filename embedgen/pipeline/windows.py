@@ -8,7 +8,7 @@ skip rules (:func:`limited`, :func:`select`), so it counts exactly what ``run`` 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -96,16 +96,24 @@ class Windows:
         opts: ReadOptions,
         limit: int | None = None,
         index: DocIndex | None = None,
+        sieve: Callable[[DocBatch], tuple[DocBatch, int]] | None = None,
     ) -> None:
         self.chunker = chunker
         self.opts = opts
         self.limit = limit
         self.index = index
         """Records of documents chunked before: unchanged ones are not tokenized again."""
+        self.sieve = sieve
+        """Takes out the documents a sink already holds unchanged (and says how many)."""
 
     def __call__(self, paths: list[Path]) -> Iterator[Window]:
         for docs in limited(paths, self.opts, self.limit):
-            yield self.window(docs)
+            unchanged = 0
+            if self.sieve is not None:
+                docs, unchanged = self.sieve(docs)
+            w = self.window(docs)
+            w.documents += unchanged
+            yield w
 
     def window(self, docs: DocBatch) -> Window:
         """One document batch, skipped and chunked (an engine's chunk task calls this)."""
