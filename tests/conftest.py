@@ -76,3 +76,39 @@ def write_jsonl(tmp_path: Path):
         return path
 
     return _write
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A real PostgreSQL with pgvector (the ``pgserver`` wheel), on a Unix socket, for the
+    session; stopped and removed at the end. Yields its DSN (trust authentication).
+
+    The folder is a fresh one under the system temp dir, not pytest's: run as root,
+    pgserver starts the server as its own user, who cannot enter pytest's private folder.
+    """
+    pgserver = pytest.importorskip("pgserver")
+    import shutil
+    import tempfile
+    import warnings
+
+    folder = tempfile.mkdtemp(prefix="embedgen-pg-")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            server = pgserver.get_server(folder, cleanup_mode="stop")
+        try:
+            yield server.get_uri()
+        finally:
+            server.cleanup()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_dsn(pg_server: str):
+    """The session's PostgreSQL, with every table of the public schema dropped first."""
+    import psycopg
+
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+    return pg_server

@@ -119,6 +119,7 @@ def _register() -> None:
         optimize_cmd,
         run_cmd,
         schedule_cmd,
+        search_cmd,
     )
 
     for module in (run_cmd, config_cmd, cache_cmd, doctor_cmd, schedule_cmd, download_cmd):
@@ -127,6 +128,7 @@ def _register() -> None:
         module.register(app)
     optimize_cmd.register(app)
     eval_cmd.register(app)
+    search_cmd.register(app)
 
 
 _register()

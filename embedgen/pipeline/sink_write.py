@@ -93,7 +93,8 @@ class SinkRun:
         if self.known.untrusted:
             log.warning(
                 f"{self.known.untrusted:,} document(s) in {self.sink.name} are not one whole "
-                "version written by embedgen (rows added or changed by hand); they are rewritten"
+                "version written by embedgen (rows added or changed by hand); those in the input "
+                "are rewritten, the others removed by --prune"
             )
         self.seen: set[Any] = set()
         self.unchanged = 0

@@ -41,6 +41,15 @@ class LanceSink(Sink):
                 return None
         return self.table
 
+    def table_handle(self) -> Any:
+        """The open table (for reading); InputError when there is none."""
+        from embedgen.errors import InputError
+
+        table = self._open()
+        if table is None:
+            raise InputError(f"{self.name} does not exist")
+        return table
+
     def table_metadata(self) -> tuple[dict[str, str], list[str]] | None:
         table = self._open()
         if table is None:
@@ -105,7 +114,9 @@ class LanceSink(Sink):
         rows = self.table.count_rows()
         if rows < 256:
             return f"no index: {rows} rows are too few to train one (search scans them)"
-        self.table.create_index(metric="cosine", vector_column_name="embedding")
+        from lancedb.index import IvfPq
+
+        self.table.create_index("embedding", config=IvfPq(distance_type="cosine"))
         return "IVF_PQ index (cosine) on embedding"
 
     def close(self) -> None:

@@ -265,6 +265,26 @@ class PgSink(Sink):
         self._run("building the index", self.conn.execute, q)
         return f"HNSW index ({ops}) on embedding"
 
+    def nearest(self, q: Any, k: int, where: str | None) -> list[dict[str, Any]]:
+        """The ``k`` rows nearest ``q`` by cosine (pgvector's ``<=>``), best first."""
+        from psycopg import sql
+
+        found = self.table_metadata()
+        if found is None:
+            raise SinkError(f"{self.name} does not exist")
+        shown = [c for c in ("id", "chunk", "text") if c in found[1]]
+        vector = "[" + ",".join(repr(float(x)) for x in q) + "]"
+        q_sql = sql.SQL(
+            "SELECT {cols}, 1 - (embedding <=> %(q)s::vector) AS score FROM {t} {w} "
+            "ORDER BY embedding <=> %(q)s::vector LIMIT %(k)s"
+        ).format(
+            cols=sql.SQL(", ").join(sql.Identifier(c) for c in shown),
+            t=self._ident,
+            w=sql.SQL("WHERE " + where) if where else sql.SQL(""),
+        )
+        rows = self._run("searching", self.conn.execute, q_sql, {"q": vector, "k": k})
+        return [dict(zip([*shown, "score"], r)) for r in rows.fetchall()]
+
     def close(self) -> None:
         self.conn.close()
 

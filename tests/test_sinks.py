@@ -1,0 +1,246 @@
+"""Runs into LanceDB and PostgreSQL/pgvector: the sink equals a fresh full run, always.
+
+Real stores: LanceDB on local disk, and a PostgreSQL server with pgvector from the
+``pgserver`` wheel (the ``pg_server`` fixture). Each sync is compared row by row with a
+fresh Parquet run of the same input, through the same cache.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sink_helpers import assert_same_rows, lance_rows, parquet_rows, pg_rows
+from typer.testing import CliRunner
+
+from embedgen.cli import app
+
+runner = CliRunner()
+WORDS = [
+    "alpha",
+    "beta",
+    "gamma",
+    "delta",
+    "epsilon",
+    "zeta",
+    "eta",
+    "theta",
+    "iota",
+    "kappa",
+    "lambda",
+    "mu",
+]
+
+
+def corpus(n: int, *, changed: tuple[int, ...] = (), removed: tuple[int, ...] = ()) -> list[dict]:
+    """n documents (every fifth long enough for several chunks of 16 tokens)."""
+    docs = []
+    for i in range(n):
+        if i in removed:
+            continue
+        words = [WORDS[(i + k) % len(WORDS)] for k in range(40 if i % 5 == 0 else 6)]
+        text = f"doc {i}: " + " ".join(words)
+        if i in changed:
+            text = f"changed {i}" if i % 5 == 0 else text + " and a new ending"
+        docs.append({"id": f"d{i:03d}", "text": text, "n": i})
+    return docs
+
+
+def write(tmp_path: Path, docs: list[dict], name: str = "c.jsonl") -> Path:
+    path = tmp_path / name
+    path.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    return path
+
+
+def run(*args: str) -> Any:
+    return runner.invoke(app, ["run", *args, "--id-column", "id", "--max-tokens", "16"])
+
+
+@dataclass
+class Sink:
+    target: str
+    rows: Callable[[], list[tuple[Any, ...]]]
+
+
+@pytest.fixture(params=["lancedb", "postgres"])
+def sink(request: pytest.FixtureRequest, tmp_path: Path) -> Sink:
+    if request.param == "lancedb":
+        db = tmp_path / "lance"
+        return Sink(f"lancedb:{db}", lambda: lance_rows(db))
+    dsn = request.getfixturevalue("pg_dsn")
+    return Sink(dsn, lambda: pg_rows(dsn))
+
+
+def fresh(tmp_path: Path, source: Path) -> list[tuple[Any, ...]]:
+    out = tmp_path / "fresh.parquet"
+    r = run(str(source), "-o", str(out), "--quiet")
+    assert r.exit_code in (0, 4), r.output  # 4: skipped documents, as in the sink's run
+    return parquet_rows(out)
+
+
+def test_sync_equals_a_fresh_full_run(sink: Sink, tmp_path: Path) -> None:
+    first = write(tmp_path, corpus(40))
+    r = run(str(first), "-o", sink.target)
+    assert r.exit_code == 0, r.output
+    assert "0 documents unchanged, 40 written" in r.output
+    assert_same_rows(sink.rows(), fresh(tmp_path, first))
+
+    # 3 changed (one loses chunks), 2 removed, 2 new, 1 now empty
+    docs = corpus(42, changed=(5, 7, 10), removed=(3, 20))
+    docs[0]["text"] = ""
+    second = write(tmp_path, docs, "c2.jsonl")
+    r = run(str(second), "-o", sink.target, "--prune")
+    assert r.exit_code == 4, r.output  # the empty document is listed as skipped
+    # 5 written (3 changed, 2 new); the one now empty loses its rows with them
+    assert "34 documents unchanged, 5 written" in r.output
+    assert "2 pruned" in r.output
+    assert_same_rows(sink.rows(), fresh(tmp_path, second))
+
+
+def test_an_unchanged_input_writes_nothing(sink: Sink, tmp_path: Path) -> None:
+    source = write(tmp_path, corpus(20))
+    assert run(str(source), "-o", sink.target).exit_code == 0
+    before = sink.rows()
+    r = run(str(source), "-o", sink.target)
+    assert r.exit_code == 0, r.output
+    assert "20 documents unchanged, 0 written (0 rows), 0 pruned" in r.output
+    assert_same_rows(sink.rows(), before)
+
+
+def test_without_prune_removed_documents_stay(sink: Sink, tmp_path: Path) -> None:
+    assert run(str(write(tmp_path, corpus(12))), "-o", sink.target).exit_code == 0
+    r = run(str(write(tmp_path, corpus(12, removed=(1, 2)), "c2.jsonl")), "-o", sink.target)
+    assert r.exit_code == 0, r.output
+    assert {row[0] for row in sink.rows()} == {f"d{i:03d}" for i in range(12)}
+
+
+def test_another_model_or_columns_is_refused_unless_overwrite(sink: Sink, tmp_path: Path) -> None:
+    source = write(tmp_path, corpus(10))
+    assert run(str(source), "-o", sink.target).exit_code == 0
+    before = sink.rows()
+    r = run(str(source), "-o", sink.target, "--dimensions", "128")
+    assert r.exit_code == 2, r.output
+    assert "another model or settings" in r.output and "--overwrite" in r.output
+    r = run(str(source), "-o", sink.target, "--no-text")
+    assert r.exit_code == 2 and "--no-text differ" in r.output, r.output
+    assert "Traceback" not in r.output
+    assert_same_rows(sink.rows(), before)  # nothing lost
+    r = run(str(source), "-o", sink.target, "--dimensions", "128", "--overwrite")
+    assert r.exit_code == 0, r.output
+    assert {len(row[-1]) for row in sink.rows()} == {128}
+
+
+def test_rows_written_by_hand_are_replaced_or_pruned(sink: Sink, tmp_path: Path) -> None:
+    source = write(tmp_path, corpus(10))
+    assert run(str(source), "-o", sink.target).exit_code == 0
+    rows = sink.rows()
+    _add_by_hand(sink.target, "d001", 7)  # a stray chunk of a known document
+    _add_by_hand(sink.target, "zzz", 0)  # a document embedgen never wrote
+    r = run(str(source), "-o", sink.target, "--prune")
+    assert r.exit_code == 0, r.output
+    assert "2 document(s)" in r.output and "rewritten" in r.output
+    assert_same_rows(sink.rows(), rows)
+
+
+def _add_by_hand(target: str, doc_id: str, chunk: int) -> None:
+    """Insert one row the way another tool would: no fingerprint."""
+    if target.startswith("lancedb:"):
+        import lancedb
+        import pyarrow as pa
+
+        t = lancedb.connect(target.removeprefix("lancedb:")).open_table("chunks")
+        row = {f.name: None for f in t.schema}
+        row.update(id=doc_id, chunk=chunk, char_start=0, char_end=1, tokens=1, text="x")
+        row["embedding"] = [0.0] * t.schema.field("embedding").type.list_size
+        t.add(pa.Table.from_pylist([row], schema=t.schema))
+        return
+    import psycopg
+
+    with psycopg.connect(target, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO chunks (id, chunk, char_start, char_end, tokens, text, embedding) "
+            "SELECT %s, %s, 0, 1, 1, 'x', embedding FROM chunks LIMIT 1",
+            [doc_id, chunk],
+        )
+
+
+def test_index_is_built_after_the_load(sink: Sink, tmp_path: Path) -> None:
+    r = run(str(write(tmp_path, corpus(300))), "-o", sink.target, "--index")
+    assert r.exit_code == 0, r.output
+    assert "index:" in r.output and "built in" in r.output
+
+
+def test_duplicate_ids_are_refused_before_anything_is_written(tmp_path: Path) -> None:
+    docs = corpus(4) + [{"id": "d001", "text": "again", "n": 9}]
+    r = run(str(write(tmp_path, docs)), "-o", f"lancedb:{tmp_path / 'db'}")
+    assert r.exit_code == 2 and "appears twice" in r.output, r.output
+
+
+def test_table_option_and_config_output_table(tmp_path: Path) -> None:
+    source = write(tmp_path, corpus(5))
+    db = tmp_path / "db"
+    r = run(str(source), "-o", f"lancedb:{db}", "--table", "docs_v1")
+    assert r.exit_code == 0, r.output
+    assert len(lance_rows(db, "docs_v1")) == len(parquet_rows_of(tmp_path, source))
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[output]\ntarget = "lancedb:{db}"\ntable = "docs_v2"\nmode = "sync"\n')
+    r = run(str(source), "--config", str(cfg))
+    assert r.exit_code == 0, r.output
+    assert len(lance_rows(db, "docs_v2")) == len(lance_rows(db, "docs_v1"))
+    r = run(str(source), "-o", str(tmp_path / "x.parquet"), "--table", "t")
+    assert r.exit_code == 2 and "--table applies to" in r.output
+
+
+def parquet_rows_of(tmp_path: Path, source: Path) -> list[tuple[Any, ...]]:
+    return fresh(tmp_path, source)
+
+
+def test_ray_engine_refuses_a_sink(tmp_path: Path) -> None:
+    r = run(str(write(tmp_path, corpus(3))), "-o", f"lancedb:{tmp_path}/db", "--engine", "ray")
+    assert r.exit_code == 2 and "--engine local" in r.output, r.output
+
+
+@pytest.mark.parametrize(
+    ("dsn", "code", "message"),
+    [
+        ("postgresql://u:s3cretpw@127.0.0.1:1/db", 1, "cannot connect to postgresql://u:***@"),
+        ("postgresql://u:s3cretpw@127.0.0.1:5432/db?sslmode=bogus", 1, "invalid sslmode"),
+    ],
+)
+def test_unreachable_database_costs_nothing(
+    tmp_path: Path, dsn: str, code: int, message: str
+) -> None:
+    r = run(str(write(tmp_path, corpus(3))), "-o", dsn)
+    assert r.exit_code == code, r.output
+    assert message in r.output and "s3cretpw" not in r.output and "Traceback" not in r.output
+    assert "nothing was embedded" in r.output or "chunks" not in r.output
+
+
+def test_wrong_password_is_one_line_without_the_password(pg_dsn: str, tmp_path: Path) -> None:
+    import psycopg
+
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("DROP ROLE IF EXISTS alice; CREATE ROLE alice LOGIN PASSWORD 'right'")
+        hba = conn.execute("SHOW hba_file").fetchone()[0]
+        Path(hba).write_text("local all alice scram-sha-256\n" + Path(hba).read_text())
+        conn.execute("SELECT pg_reload_conf()")
+    host = pg_dsn.split("host=")[1]
+    try:
+        r = run(
+            str(write(tmp_path, corpus(3))),
+            "-o",
+            f"postgresql://alice:wr0ngpw@/postgres?host={host}",
+        )
+        assert r.exit_code == 1, r.output
+        assert "password authentication failed" in r.output and "wr0ngpw" not in r.output
+        assert "Traceback" not in r.output
+    finally:
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            Path(hba).write_text(
+                Path(hba).read_text().replace("local all alice scram-sha-256\n", "")
+            )
+            conn.execute("SELECT pg_reload_conf()")
