@@ -122,14 +122,14 @@ def test_another_model_or_columns_is_refused_unless_overwrite(sink: Sink, tmp_pa
     source = write(tmp_path, corpus(10))
     assert run(str(source), "-o", sink.target).exit_code == 0
     before = sink.rows()
-    r = run(str(source), "-o", sink.target, "--dimensions", "128")
+    r = run(str(source), "-o", sink.target, "--dimensions", "128", "--force")
     assert r.exit_code == 2, r.output
     assert "another model or settings" in r.output and "--overwrite" in r.output
     r = run(str(source), "-o", sink.target, "--no-text")
     assert r.exit_code == 2 and "--no-text differ" in r.output, r.output
     assert "Traceback" not in r.output
     assert_same_rows(sink.rows(), before)  # nothing lost
-    r = run(str(source), "-o", sink.target, "--dimensions", "128", "--overwrite")
+    r = run(str(source), "-o", sink.target, "--dimensions", "128", "--force", "--overwrite")
     assert r.exit_code == 0, r.output
     assert {len(row[-1]) for row in sink.rows()} == {128}
 
@@ -244,3 +244,56 @@ def test_wrong_password_is_one_line_without_the_password(pg_dsn: str, tmp_path: 
                 Path(hba).read_text().replace("local all alice scram-sha-256\n", "")
             )
             conn.execute("SELECT pg_reload_conf()")
+
+
+@pytest.mark.parametrize("kind", ["parquet", "lancedb", "postgres"])
+def test_search_finds_a_chunk_by_its_own_text(kind: str, tmp_path: Path, request) -> None:
+    source = write(tmp_path, corpus(30))
+    target = {
+        "parquet": str(tmp_path / "out.parquet"),
+        "lancedb": f"lancedb:{tmp_path / 'db'}",
+    }.get(kind) or request.getfixturevalue("pg_dsn")
+    assert run(str(source), "-o", target).exit_code == 0
+    rows = fresh(tmp_path, source)
+    row = next(r for r in rows if r[0] == "d017")  # a chunk: its own text is the query
+    r = runner.invoke(app, ["search", target, row[5], "-k", "3", "--json"])
+    assert r.exit_code == 0, r.output
+    hits = json.loads(r.output)
+    assert [set(h) for h in hits] == [{"id", "chunk", "score", "text"}] * 3
+    assert (hits[0]["id"], hits[0]["chunk"], hits[0]["text"]) == (row[0], row[1], row[5])
+    assert hits[0]["score"] > 0.99 and hits[0]["score"] >= hits[1]["score"] >= hits[2]["score"]
+    r = runner.invoke(app, ["search", target, row[5], "-k", "1"])
+    assert r.exit_code == 0 and f"{row[0]}  #{row[1]}" in r.output, r.output
+
+
+def test_encoder_for_a_target_embeds_queries_as_the_run_did(tmp_path: Path) -> None:
+    from sink_helpers import COLUMNS
+
+    import embedgen
+
+    source = write(tmp_path, corpus(6))
+    db = tmp_path / "db"
+    # another dimension and chunk length than the defaults: the encoder reads them back
+    assert run(str(source), "-o", f"lancedb:{db}", "--dimensions", "128", "--force").exit_code == 0
+    rows = lance_rows(db)
+    with embedgen.encoder_for(f"lancedb:{db}") as encoder:
+        vectors = encoder.encode([rows[0][COLUMNS.index("text")], rows[1][5]])
+    assert vectors.shape == (2, 128)
+    # the int8 default's vectors move a little with their batch (not to the last digit)
+    assert float(vectors[0] @ rows[0][-1]) > 0.99 and float(vectors[1] @ rows[1][-1]) > 0.99
+
+
+def test_search_of_a_store_with_a_filter(tmp_path: Path, pg_dsn: str) -> None:
+    source = write(tmp_path, corpus(12))
+    for target in (f"lancedb:{tmp_path / 'db'}", pg_dsn):
+        assert run(str(source), "-o", target, "--keep", "n").exit_code == 0
+        r = runner.invoke(app, ["search", target, "doc 3", "--json", "--filter", "n > 5"])
+        assert r.exit_code == 0, r.output
+        assert all(int(h["id"][1:]) > 5 for h in json.loads(r.output))
+    r = runner.invoke(app, ["search", str(source), "x", "--filter", "n > 5"])
+    assert r.exit_code == 2
+
+
+def test_search_of_a_missing_target(tmp_path: Path) -> None:
+    r = runner.invoke(app, ["search", f"lancedb:{tmp_path / 'none'}", "x"])
+    assert r.exit_code == 2 and "has no table" in r.output, r.output

@@ -34,8 +34,8 @@ def search(
 ) -> None:
     """Embed QUERY with the model the target was embedded with; print the nearest chunks."""
     from embedgen.pipeline.encoder import encoder_for
+    from embedgen.pipeline.search import nearest
     from embedgen.sinks import Target
-    from embedgen.sinks.read import nearest
 
     with encoder_for(target, table=table, config=config, model=model) as encoder:
         vector = encoder.encode([query])[0]

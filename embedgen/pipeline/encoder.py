@@ -16,9 +16,9 @@ import numpy as np
 
 from embedgen.config import Config
 from embedgen.errors import ModelError, UsageError
+from embedgen.pipeline.search import target_metadata
 from embedgen.pipeline.spec import resolve_config
 from embedgen.sinks import Target
-from embedgen.sinks.read import target_metadata
 
 
 class Encoder:
@@ -111,6 +111,7 @@ def _config(config: Any, model: str | None, meta: dict[str, str]) -> Config:
     cfg = resolve_config(config, model, options)
     if "dimensions=None" not in meta.get("fingerprint", "") and meta.get("dim", "").isdigit():
         cfg.run.dimensions = int(meta["dim"])
+        cfg.run.force_dimensions = True  # the run chose this cut; queries must match it
     return cfg
 
 

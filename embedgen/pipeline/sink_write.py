@@ -60,7 +60,7 @@ def sink_writer(
         id_column=run.id_column,
         schema_args={
             "dim": info.dim,
-            "dtype": run.dtype,
+            "dtype": run.vector_dtype or run.dtype,
             "with_text": not run.no_text,
             "id_type": id_type if id_type is not None else id_arrow_type([0]),
             "keep_schema": docs.keep.schema if docs is not None and docs.keep is not None else None,
@@ -258,6 +258,7 @@ def sink_schema(
             raise UsageError(f"--keep column {f.name!r} clashes with an output column; rename it")
         fields.append(f)
     fields.append(pa.field(DOC_COLUMN, pa.binary(16)))
+    metadata["vector"] = str(VectorFormat(dtype, dim).arrow_type())  # checked by a later run
     meta = {b"embedgen": json.dumps(metadata, sort_keys=True).encode()}
     return pa.schema(fields, metadata=meta)
 

@@ -6,11 +6,11 @@
   already holds per document (its fingerprint), which decides what a run writes.
 - :mod:`~embedgen.sinks.lance`: LanceDB (embedded, ``embedgen[lance]``).
 - :mod:`~embedgen.sinks.pg`: PostgreSQL with pgvector (``embedgen[postgres]``, psycopg 3).
-- :mod:`~embedgen.sinks.read`: a target's metadata and nearest rows (``embedgen search``).
 
 A sink is given Arrow tables of whole documents and commits each atomically, so a reader
 (and a re-run after a crash) sees a document's old chunks or its new ones, never both or
-neither. The store libraries are imported only when a sink is opened.
+neither. The store libraries are imported only when a sink is opened. Reading a target
+back (``embedgen search``) is ``embedgen.pipeline.search``.
 """
 
 from __future__ import annotations

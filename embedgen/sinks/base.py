@@ -120,6 +120,10 @@ def check_metadata(
         raise SinkMismatchError(
             f"{sink.name} has {old.get('dim')}-d vectors; this run makes {meta['dim']}-d{hint}"
         )
+    if "vector" in meta and old.get("vector", meta["vector"]) != meta["vector"]:
+        raise SinkMismatchError(
+            f"{sink.name} stores vectors as {old['vector']}; this run writes {meta['vector']}{hint}"
+        )
     if old_columns != columns:
         raise SinkMismatchError(
             f"{sink.name} has columns {', '.join(old_columns)}; this run writes "

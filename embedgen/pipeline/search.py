@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 
 from embedgen.errors import InputError, UsageError
+from embedgen.pipeline.vectors import to_float
+from embedgen.sinks import Target, open_sink
 from embedgen.sinks.base import META_KEY, load_metadata
-from embedgen.sinks.target import Target, open_sink
 
 SHOWN = ("id", "chunk", "text")
 
@@ -70,9 +71,7 @@ def _parquet_nearest(target: Target, q: np.ndarray, k: int) -> list[dict[str, An
     best: list[tuple[float, int, dict[str, Any]]] = []  # a min-heap of the k best
     seq = 0
     for batch in dataset.to_batches(columns=columns, batch_size=8192):
-        emb = batch.column("embedding")
-        matrix = emb.values.to_numpy(zero_copy_only=False).astype(np.float32)
-        matrix = matrix.reshape(len(batch), -1)
+        matrix = to_float(batch.column("embedding"), dataset.schema.metadata)
         norms = np.linalg.norm(matrix, axis=1)
         scores = (matrix @ q) / np.where(norms == 0, 1.0, norms)
         top = np.argsort(-scores)[:k]
