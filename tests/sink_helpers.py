@@ -9,6 +9,43 @@ import numpy as np
 
 COLUMNS = ["id", "chunk", "char_start", "char_end", "tokens", "text"]
 
+# ``python -c PROBE KIND:METHOD:N:WHEN embedgen-args...``: the real CLI, SIGKILLed at the
+# Nth call of the sink's METHOD (before or after it), or with METHOD ``upsert`` inside a
+# PostgreSQL window's transaction, after the COPY and before the upsert.
+PROBE = """
+import os, signal, sys
+kind, method, nth, when = sys.argv[1].split(":")
+nth = int(nth)
+calls = [0]
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+if method == "upsert":  # inside the transaction: rows copied, not yet moved in
+    import psycopg
+    execute = psycopg.Cursor.execute
+    def probed(self, query, *a, **k):
+        if "ON CONFLICT" in repr(query):
+            calls[0] += 1
+            if calls[0] == nth:
+                die()
+        return execute(self, query, *a, **k)
+    psycopg.Cursor.execute = probed
+else:
+    from embedgen.sinks import lance, pg
+    cls = lance.LanceSink if kind == "lancedb" else pg.PgSink
+    original = getattr(cls, method)
+    def probed(self, *a, **k):
+        calls[0] += 1
+        if calls[0] == nth and when == "before":
+            die()
+        result = original(self, *a, **k)
+        if calls[0] == nth and when == "after":
+            die()
+        return result
+    setattr(cls, method, probed)
+from embedgen.cli import main
+main(sys.argv[2:])
+"""
+
 
 def parquet_rows(path: Path) -> list[tuple[Any, ...]]:
     import pyarrow.parquet as pq

@@ -17,46 +17,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from sink_helpers import assert_same_rows, lance_rows, parquet_rows, pg_rows
+from sink_helpers import PROBE, assert_same_rows, lance_rows, parquet_rows, pg_rows
 
 pytestmark = [
     pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX"),
     pytest.mark.slow,
 ]
-
-_PROBE = """
-import os, signal, sys
-kind, method, nth, when = sys.argv[1].split(":")
-nth = int(nth)
-calls = [0]
-def die():
-    os.kill(os.getpid(), signal.SIGKILL)
-if method == "upsert":  # inside the transaction: rows copied, not yet moved in
-    import psycopg
-    execute = psycopg.Cursor.execute
-    def probed(self, query, *a, **k):
-        if "ON CONFLICT" in repr(query):
-            calls[0] += 1
-            if calls[0] == nth:
-                die()
-        return execute(self, query, *a, **k)
-    psycopg.Cursor.execute = probed
-else:
-    from embedgen.sinks import lance, pg
-    cls = lance.LanceSink if kind == "lancedb" else pg.PgSink
-    original = getattr(cls, method)
-    def probed(self, *a, **k):
-        calls[0] += 1
-        if calls[0] == nth and when == "before":
-            die()
-        result = original(self, *a, **k)
-        if calls[0] == nth and when == "after":
-            die()
-        return result
-    setattr(cls, method, probed)
-from embedgen.cli import main
-main(sys.argv[2:])
-"""
 
 N = 240
 
@@ -82,7 +48,7 @@ def _run(args: list[str], env: dict[str, str], probe: str | None = None) -> int:
     cmd = (
         [sys.executable, "-m", "embedgen"]
         if probe is None
-        else [sys.executable, "-c", _PROBE, probe]
+        else [sys.executable, "-c", PROBE, probe]
     )
     done = subprocess.run([*cmd, *args], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode in (0, -signal.SIGKILL), done.stderr
