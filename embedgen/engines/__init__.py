@@ -65,7 +65,7 @@ def embed_corpus(
         os.environ,
     )
     mode = Progress.choose_mode(quiet) if progress is None else progress
-    summary = run_spec(spec, mode, opts, dataset=is_dir_output(output))
+    summary = run_spec(spec, mode, opts, dataset=is_dir_output(output) and spec.sink is None)
     summary.timed(started)
     if summary.documents == 0 and summary.skipped == 0:  # an empty file, or a wrong glob
         logging.getLogger("embedgen").warning(

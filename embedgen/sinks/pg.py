@@ -46,7 +46,7 @@ def safe_dsn(dsn: str) -> str:
     if parts.password is None:
         return masked
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 class PgSink(Sink):
