@@ -198,7 +198,7 @@ def test_flipped_bytes_in_40_values_are_recomputed_with_a_warning(
     out = tmp_path / "out.parquet"
     done = _cli("run", str(src), "-o", str(out), *EXACT)
     assert done.returncode == 0, done.stderr
-    assert "(160 cached, 40 computed)" in done.stderr
+    assert "(160 cached, 40 computed, 0 duplicate)" in done.stderr
     assert "40 damaged cache values were ignored and recomputed" in done.stderr
     assert_same_output(out, ref, atol=0.0)
     assert _cli("cache", "verify", "--cache-dir", str(cache_dir)).returncode == 0

@@ -28,7 +28,9 @@ from tests.cache_corpus import (
 
 runner = CliRunner()
 
-_SUMMARY = re.compile(r"chunks:\s+([\d,]+) \(([\d,]+) cached, ([\d,]+) computed\)")
+_SUMMARY = re.compile(
+    r"chunks:\s+([\d,]+) \(([\d,]+) cached, ([\d,]+) computed, [\d,]+ duplicate\)"
+)
 _DEFAULT_NAME = "all-MiniLM-L6-v2-int8"
 EXACT = ["--model", "default-original"]
 """These tests compare vectors to the last digit, so they use the packaged default as shipped:

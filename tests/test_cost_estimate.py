@@ -60,7 +60,7 @@ def test_tokens_and_cost_equal_what_the_api_bills(
         est = _estimate(str(src), "-c", str(cfg))
         (row,) = est["providers"]
         assert row["provider"] == "openai" and row["token_count"] == "exact (cl100k_base)"
-        assert row["cached_chunks"] > 0  # repeated sentences are embedded once
+        assert row["duplicate_chunks"] > 0 and row["cached_chunks"] == 0  # repeats: once
         assert server.records == []  # and sends nothing
         monkeypatch.setenv("OPENAI_API_KEY", KEY)
         out = tmp_path / "out.parquet"
@@ -70,7 +70,7 @@ def test_tokens_and_cost_equal_what_the_api_bills(
         server_tokens = sum(server.state.count_tokens(t) for req in billed for t in req)
     assert row["tokens"] == server_tokens
     assert row["requests"] == len(billed)
-    assert row["chunks"] - row["cached_chunks"] == sum(len(r) for r in billed)
+    assert row["chunks"] - row["duplicate_chunks"] == sum(len(r) for r in billed)
     assert row["documents"] == 120 and row["skipped"] == 1
     price = list_price("openai", "text-embedding-3-small")
     assert row["price_usd_per_mtok"] == price == 0.02

@@ -118,7 +118,10 @@ def test_kill_9_then_rerun_takes_finished_chunks_from_the_cache(
     assert any(cache.rglob("*.mdb"))
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    m = re.search(r"chunks:\s+([\d,]+) \(([\d,]+) cached, ([\d,]+) computed\)", done.stderr)
+    m = re.search(
+        r"chunks:\s+([\d,]+) \(([\d,]+) cached, ([\d,]+) computed, [\d,]+ duplicate\)",
+        done.stderr,
+    )
     assert m, done.stderr
     total, cached, computed = (int(x.replace(",", "")) for x in m.groups())
     assert cached > 0 and computed < total and cached + computed == total
@@ -362,3 +365,15 @@ def test_s3_in_and_out_under_ray_gives_the_local_rows(
     ds = pa.concat_tables(s3_store.read_table(k) for k in shards)
     for col in ROW_COLUMNS:
         assert ds.column(col).to_pylist() == ref.column(col).to_pylist(), col
+
+
+def test_ray_counts_cached_duplicate_and_computed_as_the_local_engine(
+    tmp_path: Path, write_parquet
+) -> None:
+    texts = [f"text number {i % 5} about the same few things" for i in range(40)]
+    src = write_parquet({"text": texts})
+    ray_run = embed(src, tmp_path / "r.parquet", engine="ray", workers=1, quiet=True,
+                    use_cache=False)  # fmt: skip
+    local = embed(src, tmp_path / "l.parquet", quiet=True, use_cache=False)
+    for s in (ray_run, local):
+        assert (s.cached, s.computed, s.duplicate, s.chunks) == (0, 5, 35, 40)

@@ -46,7 +46,9 @@ probe, as it never returned."""
 
 SHORT_DOCS, LONG_DOCS, LONG_SENTENCES = 476, 4, 20
 DOCS = SHORT_DOCS + LONG_DOCS
-_SUMMARY = re.compile(r"chunks:\s+([\d,]+) \(([\d,]+) cached, ([\d,]+) computed\)")
+_SUMMARY = re.compile(
+    r"chunks:\s+([\d,]+) \(([\d,]+) cached, ([\d,]+) computed, [\d,]+ duplicate\)"
+)
 
 _PROBE = """
 import os, signal, sys

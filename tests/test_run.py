@@ -493,3 +493,27 @@ def test_unknown_names_get_a_suggestion_and_download_only_where_it_can_fetch(
     assert bad.exit_code == 2 and "run.batchsize: unknown key; did you mean 'batch_size'?" in (
         " ".join(bad.output.split())
     )
+
+
+@pytest.mark.parametrize("use_cache", [False, True])
+def test_cached_duplicate_and_computed_chunks_add_up_to_the_total(
+    write_parquet, tmp_path: Path, use_cache: bool
+) -> None:
+    """``--no-cache`` reported its duplicates as "cached" (#24)."""
+    texts = [TEXTS[i % 3] for i in range(12)] + [TEXTS[3]]  # 4 distinct, 9 repeats
+    src = write_parquet({"text": texts})
+    first = embedgen.embed_corpus(src, tmp_path / "a.parquet", quiet=True, use_cache=use_cache)
+    assert (first.cached, first.computed, first.duplicate, first.chunks) == (0, 4, 9, 13)
+    assert "(0 cached, 4 computed, 9 duplicate)" in first.lines()[1]
+    again = embedgen.embed_corpus(src, tmp_path / "b.parquet", quiet=True, use_cache=use_cache)
+    want = (13, 0, 0) if use_cache else (0, 4, 9)
+    assert (again.cached, again.computed, again.duplicate) == want
+
+
+def test_cost_estimate_counts_repeats_as_duplicates_not_cached(write_parquet) -> None:
+    src = write_parquet({"text": [TEXTS[i % 2] for i in range(10)]})
+    result = runner.invoke(app, ["cost-estimate", str(src), "-p", "openai:text-embedding-3-small",
+                                 "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.stdout)["providers"]
+    assert (row["cached_pct"], row["cached_chunks"], row["duplicate_chunks"]) == (0.0, 0, 8)

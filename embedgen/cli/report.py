@@ -134,7 +134,7 @@ class RunReport:
 def _counts(summary: Any) -> dict[str, int] | None:
     if summary is None:
         return None
-    names = ("documents", "chunks", "tokens", "skipped", "cached", "computed")
+    names = ("documents", "chunks", "tokens", "skipped", "cached", "computed", "duplicate")
     return {n: int(getattr(summary, n)) for n in names}
 
 

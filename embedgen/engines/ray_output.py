@@ -203,11 +203,11 @@ class Sink:
         import pyarrow.compute as pc
 
         body = pc.greater_equal(batch.column("_pos"), 0)
-        cached = pc.and_(body, batch.column("_cached"))
-        n_cached = pc.sum(cached).as_py() or 0
-        n_body = pc.sum(body).as_py() or 0
-        self.counters.cached += n_cached
-        self.counters.computed += n_body - n_cached
+        how = batch.column("_how")
+        c = self.counters
+        for name, code in (("computed", 0), ("cached", 1), ("duplicate", 2)):
+            n = pc.sum(pc.and_(body, pc.equal(how, code))).as_py() or 0
+            setattr(c, name, getattr(c, name) + n)
 
     def _write(self, window: Any) -> None:
         import pyarrow.compute as pc

@@ -28,8 +28,8 @@ column              type                   on the marker row / on a chunk row
 ``k:<name>``        as input               null / a ``--keep`` column
 ==================  =====================  ==============================================
 
-An embedding worker appends ``embedding`` (fixed_size_list<float32>), ``_cached`` (bool)
-and ``_x:<name>`` extra columns, and drops ``_input_ids``.
+An embedding worker appends ``embedding`` (fixed_size_list<float32>), ``_how`` (int8: 0
+computed, 1 cached, 2 duplicate) and ``_x:<name>`` extra columns, and drops ``_input_ids``.
 """
 
 from __future__ import annotations

@@ -78,13 +78,14 @@ class EmbedWorker:
         filled = self.stages.fill([held], Counters())  # in the cache before rows leave
         vectors = np.zeros((n, self.dim), dtype=np.float32)
         vectors[rows] = filled.out
-        is_cached = np.zeros(n, dtype=bool)
-        is_cached[rows] = True
-        is_cached[rows[filled.todo]] = False
+        how = np.full(n, -1, dtype=np.int8)  # per row: 0 computed, 1 cached, 2 duplicate
+        how[rows] = 1
+        how[rows[[i for i, _ in held.copies]]] = 2
+        how[rows[filled.todo]] = 0
         out = table.drop_columns(["_input_ids"]) if "_input_ids" in table.column_names else table
         flat = pa.array(vectors.reshape(-1))
         out = out.append_column("embedding", pa.FixedSizeListArray.from_arrays(flat, self.dim))
-        out = out.append_column("_cached", pa.array(is_cached))
+        out = out.append_column("_how", pa.array(how))
         for name, values in filled.extras.items():
             full: list[Any] = [None] * n
             for k, row in enumerate(rows.tolist()):

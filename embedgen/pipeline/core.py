@@ -124,7 +124,7 @@ class Stages:
             counters.computed += len(done.rows)
             self.store.put([keys[i] for i in done.rows], done.vectors)
         self.store.wait()
-        counters.cached += len(repeats)  # a text missing from two held parts: once
+        counters.duplicate += len(repeats)  # a text missing from two held parts: once
         # repeats first: a part's first copy of a text may itself repeat an earlier part's
         copies = repeats + [(s + i, s + j) for h, s in zip(held, starts) for i, j in h.copies]
         for i, j in copies:

@@ -34,7 +34,9 @@ class Tally:
 
     chunks: int = 0
     cached: int = 0
-    """Chunks already in the cache, or repeats of a chunk earlier in the corpus."""
+    """Chunks already in the cache."""
+    duplicate: int = 0
+    """Repeats of a chunk text earlier in the corpus (embedded once, not paid twice)."""
     tokens_all: int = 0
     tokens: int = 0
     """Tokens of the chunks to embed (what is billed)."""
@@ -92,8 +94,11 @@ def count(
                     tally.chunks += 1
                     tally.tokens_all += n
                     short = int.from_bytes(k[16:24], "little")
-                    if (hits is not None and hits[i] is not None) or short in tally.seen:
+                    if hits is not None and hits[i] is not None:
                         tally.cached += 1
+                        continue
+                    if short in tally.seen:
+                        tally.duplicate += 1
                         continue
                     tally.seen.add(short)
                     tally.tokens += n
@@ -243,6 +248,7 @@ def row(
         "chunks": round(tally.chunks * scale),
         "cached_chunks": round(tally.cached * scale),
         "cached_pct": round(100 * tally.cached / tally.chunks, 2) if tally.chunks else 0.0,
+        "duplicate_chunks": round(tally.duplicate * scale),
         "tokens": tokens,
         "tokens_all_chunks": round(tally.tokens_all * scale),
         "token_count": t.token_basis,
@@ -251,7 +257,7 @@ def row(
         "cost_usd": usd(cost),
         "batch_price_usd_per_mtok": t.batch_usd_per_mtok,
         "batch_cost_usd": usd(batch_cost) if batch_cost is not None else None,
-        **batch_time(tally.chunks - tally.cached, scale, batch_cost is not None),
+        **batch_time(tally.chunks - tally.cached - tally.duplicate, scale, batch_cost is not None),
         "seconds": round(seconds, 3),
         "time_basis": basis,
         "fits_budget": fits,

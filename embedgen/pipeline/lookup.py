@@ -90,7 +90,7 @@ class Lookup:
             else:
                 missing.append(i)
         held.todo, held.copies = distinct(missing, held.keys)
-        counters.cached += len(held.copies)
+        counters.duplicate += len(held.copies)
         return held
 
 

@@ -17,7 +17,11 @@ class Counters:
     chunks: int = 0
     tokens: int = 0
     cached: int = 0
+    """Chunks found in the cache."""
+    duplicate: int = 0
+    """Chunks whose text another chunk of the run embeds: copied, not embedded again."""
     computed: int = 0
+    """Chunks embedded. cached + duplicate + computed = chunks, on every engine."""
     skipped: int = 0
     tokenized: int = 0
     """Documents tokenized (the rest were recognised by the document index)."""
@@ -32,6 +36,7 @@ class Progress:
         self.interval = interval
         self.started = time.perf_counter()
         self._last_log = self.started
+        self._since: tuple[float, int, int] | None = None
         self._bar: Any = None
         self._task: Any = None
         if mode == "bar":
@@ -65,28 +70,41 @@ class Progress:
         return "bar" if sys.stderr.isatty() else "log"
 
     def update(self, c: Counters) -> None:
-        elapsed = max(time.perf_counter() - self.started, 1e-9)
-        rate = c.tokens / elapsed
-        if self._bar is not None:
-            detail = f"{c.chunks:,} chunks ({c.cached:,} cached) · {rate:,.0f} tok/s"
-            self._bar.update(self._task, completed=c.documents, detail=detail)
-            return
         now = time.perf_counter()
+        if self._since is None and c.computed:
+            # rates count from the first embedded chunk: cached windows read at disk speed
+            # would otherwise start the average at 176k tok/s and make it jump
+            self._since = (now, c.documents, c.computed)
+        if self._bar is not None:
+            self._bar.update(self._task, completed=c.documents, detail=self.detail(c, now))
+            return
         if self.mode == "log" and now - self._last_log >= self.interval:
             self._last_log = now
-            log.info(self.line(c, elapsed))
+            log.info(self.line(c, now))
 
-    def line(self, c: Counters, elapsed: float) -> str:
-        of = f"/{self.total:,}" if self.total else ""
-        eta = ""
-        if self.total and c.documents:
-            remaining = elapsed * (self.total - c.documents) / c.documents
-            eta = f", ETA {remaining:,.0f}s"
+    def _rates(self, c: Counters, now: float) -> tuple[float, float]:
+        """(computed chunks/s, documents/s) since the first computed chunk; 0 before."""
+        if self._since is None or now <= self._since[0]:
+            return 0.0, 0.0
+        t0, d0, k0 = self._since
+        return (c.computed - k0) / (now - t0), (c.documents - d0) / (now - t0)
+
+    def detail(self, c: Counters, now: float) -> str:
+        """The bar's text: the chunks by how they were made, the embedding rate."""
+        rate, _ = self._rates(c, now)
         return (
-            f"progress: {c.documents:,}{of} documents, {c.chunks:,} chunks "
-            f"({c.cached:,} cached, {c.computed:,} computed), {c.tokens / elapsed:,.0f} tokens/s"
-            f"{eta}"
+            f"{c.chunks:,} chunks ({c.cached:,} cached, {c.computed:,} computed, "
+            f"{c.duplicate:,} duplicate) · {rate:,.1f} chunks/s"
         )
+
+    def line(self, c: Counters, now: float) -> str:
+        """A progress log line; the ETA at the documents/s seen since embedding began."""
+        of = f"/{self.total:,}" if self.total else ""
+        _, docs_rate = self._rates(c, now)
+        eta = ""
+        if self.total and docs_rate > 0:
+            eta = f", ETA {(self.total - c.documents) / docs_rate:,.0f}s"
+        return f"progress: {c.documents:,}{of} documents, {self.detail(c, now)}{eta}"
 
     def close(self) -> None:
         if self._bar is not None:

@@ -100,6 +100,7 @@ class RunBudget:
         )
         note = "" if cache is not None else " (the cache is off: a re-run starts over)"
         return (
-            f"remaining: {tally.chunks - tally.cached:,} chunks, {tally.tokens:,} tokens, "
+            f"remaining: {tally.chunks - tally.cached - tally.duplicate:,} chunks, "
+            f"{tally.tokens:,} tokens, "
             f"about {costs}{note}"
         )

@@ -18,6 +18,9 @@ class RunSummary:
     skipped: int = 0
     cached: int = 0
     computed: int = 0
+    duplicate: int = 0
+    """Chunks copied from another chunk of the run with the same text (cached + computed +
+    duplicate = chunks)."""
     seconds: float = 0.0
     """Wall time of the whole run (see :meth:`timed`)."""
     embed_seconds: float = 0.0
@@ -62,6 +65,7 @@ class RunSummary:
             skipped=c.skipped,
             cached=c.cached,
             computed=c.computed,
+            duplicate=c.duplicate,
             seconds=seconds,
             skipped_path=skipped_path if c.skipped else None,
             model=info.model,
@@ -104,7 +108,8 @@ class RunSummary:
     def _lines(self) -> list[str]:
         out = [
             f"documents: {self.documents:,}",
-            f"chunks:    {self.chunks:,} ({self.cached:,} cached, {self.computed:,} computed)",
+            f"chunks:    {self.chunks:,} ({self.cached:,} cached, {self.computed:,} computed, "
+            f"{self.duplicate:,} duplicate)",
             f"tokens:    {self.tokens:,}",
             f"skipped:   {self.skipped:,}"
             + (f" (listed in {uri(self.skipped_path)})" if self.skipped_path else ""),
