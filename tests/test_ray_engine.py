@@ -355,9 +355,11 @@ def test_s3_in_and_out_under_ray_gives_the_local_rows(
     got = s3_store.read_table("ray-out/emb.parquet")
     for col in ROW_COLUMNS:
         assert got.column(col).to_pylist() == ref.column(col).to_pylist(), col
+    stale = s3_store.put_file(src, "ray-ds/part-99999-000000.parquet")  # an earlier run's
     embed(s3_store.uri("ray-in/a.parquet"), s3_store.uri("ray-ds/"), engine="ray", workers=2,
           **opts)  # fmt: skip
     keys = s3_store.keys("ray-ds")
+    assert stale.removeprefix(s3_store.uri("")) not in keys
     shards = [k for k in keys if k.rsplit("/", 1)[-1].startswith("part-")]
     assert "ray-ds/_embedgen.json" in keys and "ray-ds/skipped.jsonl" in keys and shards
     import pyarrow as pa

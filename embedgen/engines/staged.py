@@ -43,10 +43,15 @@ def run_to_store(spec: RunSpec, dataset: bool, run: Callable[[RunSpec], RunSumma
     summary = run(staged)
     remote = spec.output
     if dataset:
-        shards = sorted(local.glob("part-*.parquet"))
-        for name in [p.name for p in shards] + ["skipped.jsonl", DESCRIPTION]:
+        shards = [p.name for p in sorted(local.glob("part-*.parquet"))]
+        for name in [*shards, "skipped.jsonl"]:
             if (local / name).exists():
                 storage.upload(local / name, remote / name)
+        for old in storage.files_under(remote):  # shards of an earlier run, as DirSink does
+            name = old.name
+            if old.parent == remote and name.startswith("part-") and name not in shards:
+                storage.delete(old)
+        storage.upload(local / DESCRIPTION, remote / DESCRIPTION)  # last: the dataset is whole
         skipped_remote = remote / "skipped.jsonl"
     else:
         storage.upload(local, remote)

@@ -126,6 +126,18 @@ def list_inputs(spec: str, suffixes: tuple[str, ...]) -> list[Path]:
     return [Path(SCHEME + p) for p in files]
 
 
+def files_under(prefix: str | os.PathLike[str]) -> list[Path]:
+    """Every object under a remote prefix (``s3://bucket/dir``), in key order."""
+    import pyarrow.fs as pafs
+
+    selector = pafs.FileSelector(key(prefix).rstrip("/"), recursive=True, allow_not_found=True)
+    try:
+        infos = filesystem().get_file_info(selector)
+    except OSError as exc:
+        raise EmbedgenError(f"cannot list {uri(prefix)}: {exc}") from None
+    return sorted(Path(SCHEME + i.path) for i in infos if i.type == pafs.FileType.File)
+
+
 def upload(local: Path, remote: str | os.PathLike[str]) -> None:
     """Copy a finished local file to ``remote``: to a temporary key first, then into place
     with one server-side copy, so the final key only ever holds a complete object."""
