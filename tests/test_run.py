@@ -50,6 +50,8 @@ def test_parquet_in_parquet_out_schema_and_metadata(write_parquet, tmp_path: Pat
     assert table.column("lang").to_pylist() == ["en"] * 4
     meta = {k.decode(): v.decode() for k, v in table.schema.metadata.items()}
     assert meta["embedgen.model"] == "all-MiniLM-L6-v2-qint8"  # the fast int8 default
+    # ... and the Hub id of the model it is a variant of, for other tools to find (#24)
+    assert meta["embedgen.source_model"] == "sentence-transformers/all-MiniLM-L6-v2"
     assert meta["embedgen.dim"] == "384"
     assert meta["embedgen.pooling"] == "mean"
     assert meta["embedgen.normalize"] == "true"

@@ -23,6 +23,8 @@ from embedgen.models.manifest import Manifest, read_manifest
 DEFAULT_MODEL = "all-MiniLM-L6-v2 (int8, embedded)"
 DEFAULT_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
 DEFAULT_MAX_TOKENS = 256
+DEFAULT_SOURCE = "sentence-transformers/all-MiniLM-L6-v2"
+"""The Hub id of the model the embedded default is a variant of."""
 DEFAULT_NAMES = (None, "", "default")
 ORIGINAL_DEFAULT = "default-original"
 """Asks for the packaged default file as shipped, instead of its fast int8 variant."""
@@ -47,6 +49,8 @@ class ModelSpec:
     sparse: bool = False
     graph_optimization: str = "all"
     """onnxruntime optimisation level that runs this model fastest (``run`` default "auto")."""
+    source: str = ""
+    """The Hub id of the model this one was made from (the output's metadata names it)."""
     matryoshka: bool = False
     """Trained for truncation: its registry entry lists Matryoshka dims, or its card says so."""
 
@@ -133,6 +137,7 @@ def original_default_model() -> ModelSpec:
         max_tokens=DEFAULT_MAX_TOKENS,
         dim=384,
         sha256=DEFAULT_SHA256,
+        source=DEFAULT_SOURCE,
         # Its weights are int8 constants cast to float in the graph; the extended fusions of
         # level "all" run it 8-10% slower than "basic" on CPU (measured, 2 cores).
         graph_optimization="basic",
@@ -288,6 +293,7 @@ def read_folder(folder: Path, *, name: str, onnx_override: Path | None = None) -
             sha256=sha,
             sparse=manifest.sparse,
             graph_optimization=_manifest_level(manifest),
+            source=manifest.repo or "",
             matryoshka=bool(manifest.extra.get("matryoshka_dims")) or _card_says_matryoshka(folder),
         )
     onnx_path = onnx_override or _find_onnx(folder)

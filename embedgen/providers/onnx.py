@@ -169,6 +169,7 @@ class OnnxProvider(Provider):
                 "device": self.choice.device,
                 "onnx_file": spec.onnx_path.name,
                 "prefix": prefix,
+                **({"source_model": spec.source} if spec.source else {}),
                 **({"colbert_dim": str(head.dim)} if head is not None else {}),
             },
         )
