@@ -55,6 +55,7 @@ def _brute_force(vectors: np.ndarray) -> dict[tuple[str, int, bool], float]:
         v = v / np.linalg.norm(v, axis=1, keepdims=True)
         v32 = v.astype(np.float32)
         lo, hi = v32[d].min(axis=0), v32[d].max(axis=0)
+        lo, hi = lo - (hi - lo) / 2, hi + (hi - lo) / 2  # the documented widening
         step = (hi - lo) / np.float32(255)
         code = np.clip(np.rint((v32 - lo) / np.where(step > 0, step, 1)), 0, 255)
         deq = (lo + code.astype(np.float32) * step).astype(np.float64)

@@ -57,7 +57,7 @@ def test_every_type_reads_back_within_its_precision_and_never_re_embeds(
         elif dtype in ("int8", "uint8"):
             step = np.asarray(described["ranges"]["step"], dtype=np.float32)
             rng = ref.max(axis=0) - ref.min(axis=0)
-            assert np.allclose(step * 255, rng, rtol=1e-5, atol=1e-7)
+            assert np.allclose(step * 255, 2 * rng, rtol=1e-5, atol=1e-7)  # widened by half
             err = np.abs(back - ref).max(axis=0)
             assert (err <= rng / 255 + 1e-6).all(), "int8 error above range/255"
             assert "first 200 chunks" in described["ranges"]["source"]
