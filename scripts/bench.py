@@ -371,9 +371,21 @@ def main(argv: list[str] | None = None) -> int:
 
     bench_memory.add_arguments(parser)
     parser.add_argument("--json", nargs="?", const="-", help="write results as JSON (- stdout)")
+    parser.add_argument(
+        "--process",
+        type=Path,
+        metavar="FP32_FOLDER",
+        help="only the whole-process figures of #22 against this fp32 export (bench_process.py)",
+    )
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
+    if args.process:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import bench_process
+
+        bench_process.section(args.input, args.process, max(args.repeat, 3), args.limit)
+        return 0
 
     with tempfile.TemporaryDirectory(prefix="embedgen-bench-") as tmp:
         workdir = Path(tmp)

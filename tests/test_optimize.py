@@ -332,3 +332,56 @@ def test_optimize_default_meets_floor_and_is_deterministic(tmp_path: Path) -> No
         assert report["chosen"]["speedup"] > 1.0
         shas.append(sha256_file(out / "model.onnx"))
     assert shas[0] == shas[1]
+
+
+def _two_matmuls():
+    """x -> MatMul(W1) -> Relu -> MatMul(W2): two quantizable weight MatMuls, batch axis free."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(1)
+    w1 = numpy_helper.from_array(rng.normal(size=(16, 32)).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array(rng.normal(size=(32, 8)).astype(np.float32), "w2")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w1"], ["h"], name="mm1"),
+         helper.make_node("Relu", ["h"], ["r"], name="relu"),
+         helper.make_node("MatMul", ["r", "w2"], ["y"], name="mm2")],
+        "two",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8])],
+        [w1, w2],
+    )  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("activations", ["static", "dynamic"])
+def test_static_activations_make_a_row_independent_of_its_batch(
+    tmp_path: Path, activations: str
+) -> None:
+    import onnx
+    import onnxruntime as ort
+
+    from embedgen.models.variants import QuantSettings, build_variant
+
+    rng = np.random.default_rng(2)
+    calibration = [{"x": rng.normal(size=(8, 16)).astype(np.float32)} for _ in range(4)]
+    out = tmp_path / "q.onnx"
+    settings = QuantSettings(activations=activations)
+    build_variant(_two_matmuls(), out, settings, calibration=calibration)
+    ops = {n.op_type for n in onnx.load(str(out)).graph.node}
+    assert ("DynamicQuantizeLinear" in ops or "DynamicQuantizeMatMul" in ops) == (
+        activations == "dynamic"
+    )
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    row = rng.normal(size=(1, 16)).astype(np.float32)
+    alone = session.run(None, {"x": row})[0][0]
+    loud = np.vstack([row, 50 * rng.normal(size=(5, 16)).astype(np.float32)])  # large neighbours
+    beside = session.run(None, {"x": loud})[0][0]
+    assert np.array_equal(alone, beside) == (activations == "static")
+    assert "static activations" in settings.describe() or activations == "dynamic"
+
+
+def test_static_activations_need_calibration(tmp_path: Path) -> None:
+    from embedgen.models.variants import QuantSettings, build_variant
+
+    with pytest.raises(ValueError, match="calibration"):
+        build_variant(_two_matmuls(), tmp_path / "q.onnx", QuantSettings(activations="static"))

@@ -9,9 +9,11 @@ input and settings give the same bytes):
   each group of MatMuls sharing an activation is divided per channel by ``s`` (one
   ``Mul``) and the weights' rows multiplied by it, so the product is unchanged while the
   per-tensor int8 range of the activation no longer depends on a few huge channels;
-- :func:`quantize` runs onnxruntime's dynamic quantization on the MatMuls with constant
-  weights (int8 weights, per output channel by default; ``reduce_range`` only where the
-  CPU lacks VNNI), leaving the listed nodes in fp32;
+- :func:`quantize` runs onnxruntime's quantization on the MatMuls with constant weights
+  (int8 weights, per output channel by default; ``reduce_range`` only where the CPU lacks
+  VNNI), leaving the listed nodes in fp32. Activations are quantized dynamically (ranges
+  per batch) or statically (ranges calibrated on a sample, so rows do not affect each
+  other);
 - :func:`bake` saves the graph with onnxruntime's CPU fusions applied, less the one that
   slows it down, to be run at optimisation level "basic".
 
@@ -24,7 +26,7 @@ from __future__ import annotations
 import logging
 import platform
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -73,6 +75,10 @@ class QuantSettings:
     """SmoothQuant migration strength (0..1); None: no smoothing."""
     fp32_nodes: tuple[str, ...] = field(default_factory=tuple)
     """MatMul nodes kept in fp32."""
+    activations: str = "dynamic"
+    """``dynamic``: int8 ranges of activations measured per batch, so a vector depends a
+    little on its batch; ``static``: ranges calibrated once on a sample and fixed in the
+    graph, so the same text gives the same vector in any batch."""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -82,6 +88,8 @@ class QuantSettings:
     def describe(self) -> str:
         """A short label, e.g. ``int8 per-channel, smooth 0.8, 2 fp32``."""
         parts = ["int8 " + ("per-channel" if self.per_channel else "per-tensor")]
+        if self.activations != "dynamic":
+            parts.append(f"{self.activations} activations")
         if self.reduce_range:
             parts.append("reduce-range")
         if self.smooth_alpha is not None:
@@ -225,14 +233,27 @@ def smooth(
     return out
 
 
-def quantize(model: onnx.ModelProto, out: Path, settings: QuantSettings) -> None:
-    """Dynamic int8 quantization of the weight MatMuls (``settings.fp32_nodes`` excluded)."""
+def quantize(
+    model: onnx.ModelProto,
+    out: Path,
+    settings: QuantSettings,
+    calibration: Iterable[Mapping[str, np.ndarray]] | None = None,
+) -> None:
+    """int8 quantization of the weight MatMuls (``settings.fp32_nodes`` excluded).
+
+    Static activations need ``calibration``: input batches whose activation ranges
+    (min/max) are fixed into the graph.
+    """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    known = {n.name for n in weight_matmuls(model)}
-    unknown = sorted(set(settings.fp32_nodes) - known)
+    known = [n.name for n in weight_matmuls(model)]
+    unknown = sorted(set(settings.fp32_nodes) - set(known))
     if unknown:
         raise ModelError(f"no quantizable MatMul named {unknown[0]!r} in the graph")
+    if settings.activations not in ("dynamic", "static"):
+        raise ValueError(f"activations must be dynamic or static, got {settings.activations!r}")
+    if settings.activations == "static" and calibration is None:
+        raise ValueError("static activations need calibration batches")
     large = model.ByteSize() > LARGE_MODEL_BYTES
     quiet = logging.getLogger().level
     logging.getLogger().setLevel(logging.ERROR)  # the quantizer logs advice at WARNING
@@ -241,6 +262,10 @@ def quantize(model: onnx.ModelProto, out: Path, settings: QuantSettings) -> None
             src = Path(tmp) / "source.onnx"
             save(model, src)
             out.parent.mkdir(parents=True, exist_ok=True)
+            if settings.activations == "static" and calibration is not None:
+                wanted = [n for n in known if n not in settings.fp32_nodes]
+                _quantize_static(src, out, settings, wanted, calibration, large)
+                return
             quantize_dynamic(
                 src,
                 out,
@@ -254,6 +279,52 @@ def quantize(model: onnx.ModelProto, out: Path, settings: QuantSettings) -> None
             )
     finally:
         logging.getLogger().setLevel(quiet)
+
+
+def _quantize_static(
+    src: Path,
+    out: Path,
+    settings: QuantSettings,
+    nodes: list[str],
+    calibration: Iterable[Mapping[str, np.ndarray]],
+    large: bool,
+) -> None:
+    """QDQ around ``nodes`` with activation ranges from ``calibration`` (min/max).
+
+    Only the weight MatMuls named are quantized (their outputs stay float), which the
+    CPU provider runs as ``QuantizeLinear`` + ``MatMulIntegerToFloat``: every row is
+    quantized with the same fixed scale, so a row's result does not depend on the others.
+    """
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    batches = iter(calibration)
+
+    class Reader(CalibrationDataReader):  # type: ignore[misc]
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            batch = next(batches, None)
+            return None if batch is None else dict(batch)
+
+    quantize_static(
+        src,
+        out,
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=settings.per_channel,
+        reduce_range=settings.reduce_range,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        op_types_to_quantize=["MatMul"],
+        nodes_to_quantize=nodes,
+        calibrate_method=CalibrationMethod.MinMax,
+        use_external_data_format=large,
+        extra_options={"MatMulConstBOnly": True},
+    )
 
 
 UNFUSED = ("SkipLayerNormFusion",)
@@ -292,10 +363,12 @@ def build_variant(
     out: Path,
     settings: QuantSettings,
     absmax: Mapping[str, np.ndarray] | None = None,
+    calibration: Iterable[Mapping[str, np.ndarray]] | None = None,
 ) -> None:
     """Smooth (when ``settings.smooth_alpha`` is set), quantize and bake ``source`` into ``out``.
 
     The result is meant to run at graph optimisation level "basic" (see :func:`bake`).
+    ``calibration`` (input batches) is needed for static activations.
     """
     model = source
     if settings.smooth_alpha is not None:
@@ -304,6 +377,6 @@ def build_variant(
         model = smooth(model, absmax, settings.smooth_alpha)
     with tempfile.TemporaryDirectory(prefix="embedgen-variant-") as tmp:
         quantized = Path(tmp) / "quantized.onnx"
-        quantize(model, quantized, settings)
+        quantize(model, quantized, settings, calibration)
         out.parent.mkdir(parents=True, exist_ok=True)
         bake(quantized, out)
