@@ -320,14 +320,15 @@ def test_a_foreign_folder_is_not_replaced(hub: HubServer, models: Path) -> None:
 def test_models_lists_registry_and_downloads(hub: HubServer, models: Path) -> None:
     rows = json.loads(cli("models", "--json").output)
     names = [r["name"] for r in rows]
-    assert names[:5] == [
+    assert names[:6] == [
+        "default",
         "bge-m3",
         "all-minilm-l6-v2",
         "bge-small-en-v1.5",
         "multilingual-e5-small",
         "nomic-embed-text-v1.5",
     ]
-    assert not any(r["downloaded"] for r in rows)
+    assert not any(r["downloaded"] for r in rows if r["name"] != "default")  # always there
     assert cli("download", "bge-m3").exit_code == 0
     assert cli("download", "acme/tiny-st").exit_code == 0
     rows = {r["name"]: r for r in json.loads(cli("models", "--json").output)}
@@ -468,3 +469,14 @@ def test_a_missing_repo_on_a_plain_mirror_is_not_found_not_unreachable(
     assert result.exit_code == 1
     flat = " ".join(result.output.split())
     assert "acme/missing not found" in flat and "cannot reach" not in flat
+
+
+def test_models_lists_the_default_every_run_uses(models: Path) -> None:
+    """`embedgen models` did not list the embedded default (#24)."""
+    result = cli("models", "--json")
+    assert result.exit_code == 0, result.output
+    rows = {r["name"]: r for r in json.loads(result.stdout)}
+    default = rows["default"]
+    assert default["downloaded"] and default["repo"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert (default["dim"], default["max_tokens"]) == (384, 256)
+    assert 20 * 2**20 < default["size_bytes"] < 25 * 2**20  # the shipped int8 file

@@ -99,6 +99,26 @@ def _is_downloaded(folder: Path) -> bool:
     )
 
 
+def _default_row() -> dict[str, Any]:
+    """The embedded default every run without --model uses: always there, never downloaded."""
+    from embedgen.models.local import DEFAULT_MAX_TOKENS, DEFAULT_SOURCE, original_default_model
+
+    try:
+        size: int | None = original_default_model().onnx_path.stat().st_size
+    except Exception:  # the package is missing: `run` says how to reinstall it
+        size = None
+    return {
+        "name": "default",
+        "repo": DEFAULT_SOURCE,
+        "dim": 384,
+        "max_tokens": DEFAULT_MAX_TOKENS,
+        "size_bytes": size,
+        "licence": "Apache-2.0",
+        "variants": [],
+        "downloaded": size is not None,
+    }
+
+
 def list_models(models_dir: Path | None = None) -> list[dict[str, Any]]:
     """Known and downloaded models as plain rows (what ``embedgen models --json`` prints)."""
     from embedgen.models.local import models_dir as default_models_dir
@@ -106,7 +126,7 @@ def list_models(models_dir: Path | None = None) -> list[dict[str, Any]]:
     from embedgen.models.registry import load_registry
 
     root = (models_dir or default_models_dir()).expanduser()
-    rows = []
+    rows = [_default_row()]
     for e in load_registry().values():
         rows.append(
             {
