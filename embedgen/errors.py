@@ -23,6 +23,7 @@
     │   └── OverBudget                     this provider's budget does not cover the batch
     ├── BudgetExceeded            exit 3   no provider's budget covers the remaining work
     ├── SkippedDocuments          exit 4   finished, but some documents were skipped
+    ├── MissingColumns            exit 4   finished, but a model slot failed (--allow-missing)
     ├── LockHeld                  exit 5   another run holds the output lock
     └── BatchesPending            exit 6   batches submitted; run the same command to collect
 
@@ -184,6 +185,14 @@ class BudgetExceeded(EmbedgenError):
 
 class SkippedDocuments(EmbedgenError):
     """The run finished; some documents were skipped. A warning, not an error."""
+
+    exit_code = 4
+    warning = True
+
+
+class MissingColumns(EmbedgenError):
+    """A run with several model slots finished, but a slot failed: its columns are null.
+    A warning: the output is written."""
 
     exit_code = 4
     warning = True

@@ -98,3 +98,22 @@ def test_colbert_needs_a_head(write_parquet) -> None:
     result = runner.invoke(app, ["run", str(src), "-c", str(cfg), "-q"])
     assert result.exit_code == 1
     assert "colbert output needs a model with a colbert head" in result.output
+
+
+def test_bge_m3_slot_beside_the_default(tmp_path: Path) -> None:
+    """A slot with outputs dense + sparse + colbert beside the default model, one pass."""
+    model = tmp_path / "m3"
+    w = standin(model)
+    src = tmp_path / "docs.jsonl"
+    src.write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS))
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[slots.m3]\nmodel = "{model}"\noutputs = ["dense", "sparse", "colbert"]\n'
+                   '[slots.fast]\nmodel = "default"\n')  # fmt: skip
+    out = tmp_path / "out.parquet"
+    result = runner.invoke(app, ["run", str(src), "-c", str(cfg), "-o", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    table = pq.read_table(out)
+    assert table.schema.field("colbert_m3").type == pa.list_(pa.list_(pa.float32(), COLBERT_DIM))
+    assert "sparse_m3" in table.schema.names and "tokens_fast" in table.schema.names
+    for text, row in zip(TEXTS, table.column("colbert_m3").to_pylist()):
+        np.testing.assert_allclose(np.array(row), reference(model, w, text), atol=1e-5)

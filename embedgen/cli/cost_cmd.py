@@ -65,10 +65,11 @@ def _print(report: dict[str, Any]) -> None:
     # One column per provider, one row per figure: it fits 80 columns with a few
     # providers (ten figures side by side were cut to "prov…" and "$0.").
     rows = report["providers"]
+    slots = "total_cost_usd" in report
     table = Table(title=title, title_justify="left")
     table.add_column("", no_wrap=True)
     for r in rows:
-        table.add_column(r["provider"], overflow="fold")
+        table.add_column(f"slot {r['slot']}" if slots else r["provider"], overflow="fold")
     figures: list[tuple[str, Any]] = [
         ("model", lambda r: r["model"]),
         ("chunks", lambda r: f"{r['chunks']:,}"),
@@ -93,6 +94,8 @@ def _print(report: dict[str, Any]) -> None:
             + _batch_note(r),
             markup=False,
         )
+    if slots:
+        console.print(f"total over the slots: {money(report['total_cost_usd'])}", markup=False)
     if any(r["token_count"].startswith("estimate") for r in report["providers"]):
         console.print("* estimated: no public tokenizer for this API; counted on the high side")
     console.print(f"prices as of {report['prices_as_of']} (embedgen models --prices)")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from embedgen.errors import SkippedDocuments
+from embedgen.errors import MissingColumns, SkippedDocuments
 
 if TYPE_CHECKING:
     from embedgen.cli.report import RunReport
@@ -42,12 +42,13 @@ def run(
     config: Path | None = typer.Option(
         None, "--config", "-c", help="TOML config file; options given here override it."
     ),
-    model: str | None = typer.Option(
+    model: list[str] | None = typer.Option(
         None,
         "--model",
         "-m",
         help="Model folder, .onnx file or downloaded model name "
-        "[default: embedded all-MiniLM-L6-v2 int8].",
+        "[default: embedded all-MiniLM-L6-v2 int8]; NAME=SPEC (repeatable) embeds with several "
+        "models in one pass, one column embedding_NAME each (SPEC may name a [providers] table).",
     ),
     text_column: str | None = typer.Option(
         None, "--text-column", help="Column with the text [default: text]."
@@ -139,6 +140,12 @@ def run(
     gpus_per_worker: float | None = typer.Option(
         None, "--gpus-per-worker", help="GPUs each Ray worker reserves (0.5: two per GPU)."
     ),
+    allow_missing: bool = typer.Option(
+        False,
+        "--allow-missing",
+        help="With several models: a model that fails after its fallbacks gets null columns "
+        "(exit 4) instead of stopping the run.",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no summary."),
     report: str | None = typer.Option(
         None,
@@ -154,6 +161,7 @@ def run(
     from embedgen.cli.output import add_log_file, set_quiet
     from embedgen.cli.report import RunReport
     from embedgen.config import load
+    from embedgen.config.slots import add_cli_slots, parse_model_args
 
     started = time.perf_counter()  # the summary's seconds count from the command's start
     record = RunReport(report, keep_reports, input=input, output=output) if report else None
@@ -164,6 +172,8 @@ def run(
         cfg = load(config)
         if not log_file and cfg.run.log_file:
             add_log_file(cfg.run.log_file)
+        plain, slots = parse_model_args(model or [])
+        add_cli_slots(cfg, slots)
         if record is not None:
             record.cache_dir = str(cache_dir) if cache_dir else cfg.run.cache_dir
         options = {
@@ -197,8 +207,9 @@ def run(
             "prune": prune or None,
             "overwrite": overwrite or None,
             "index": index or None,
+            "allow_missing": allow_missing or None,
         }
-        _embed_and_report(input, output, cfg, model, quiet, options, started, record)
+        _embed_and_report(input, output, cfg, plain, quiet, options, started, record)
     except BaseException as exc:
         if record is not None:
             record.failed(exc)
@@ -227,8 +238,12 @@ def _embed_and_report(
         "summary: " + "; ".join(" ".join(x.split()) for x in summary.lines()),
         extra={"console": False},
     )
-    skipped = None
-    if summary.skipped:
+    skipped: SkippedDocuments | MissingColumns | None = None
+    if summary.missing:
+        skipped = MissingColumns(
+            "; ".join(summary.missing) + ": re-run without --allow-missing to fill them"
+        )
+    elif summary.skipped:
         skipped = SkippedDocuments(
             f"{summary.skipped} document(s) skipped (null, empty or malformed); "
             f"see {summary.skipped_path}"

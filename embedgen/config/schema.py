@@ -71,6 +71,8 @@ class RunConfig(Strict):
     colbert: bool = False
     """bge-m3's ColBERT multi-vectors: a slot's ``outputs = [..., "colbert"]`` sets it."""
     allow_mixed_models: bool = False
+    allow_missing: bool = False
+    """A run with slots: a slot that fails after its fallbacks gets null columns (exit 4)."""
     use_cache: bool = True
     cache_dir: str | None = None
     limit: int | None = Field(default=None, gt=0)

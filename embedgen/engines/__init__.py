@@ -95,6 +95,8 @@ def run_spec(spec: Any, mode: str, opts: EngineOptions, *, dataset: bool = False
 
 
 def _run(spec: Any, mode: str, opts: EngineOptions, dataset: bool) -> RunSummary:
+    if spec.cfg.slots:
+        return _run_slots(spec, mode, opts, dataset=dataset)
     if opts.kind == "ray":
         from embedgen.engines.ray_engine import run_ray
 
@@ -111,6 +113,30 @@ def _run(spec: Any, mode: str, opts: EngineOptions, dataset: bool) -> RunSummary
     if dataset:
         raise UsageError("-o DIR/ (a dataset of shards) needs --engine ray; give a .parquet file")
     return run_local(spec, mode)
+
+
+def _run_slots(spec: Any, mode: str, opts: EngineOptions, *, dataset: bool) -> RunSummary:
+    """A run with several model slots: the local engine, one file, no batch mode (yet)."""
+    from embedgen.errors import UsageError
+    from embedgen.pipeline.multi_run import run_multi
+
+    cfg = spec.cfg
+    if opts.kind != "local" or dataset:
+        raise UsageError(
+            "several models in one run (--model NAME=SPEC, [slots]) run on the local engine "
+            "into one .parquet file; drop --engine ray / -o DIR/"
+        )
+    if spec.sink is not None:
+        raise UsageError(
+            f"several models in one run write a .parquet file, not {spec.sink} (the sinks "
+            "hold one vector column): run once per model into its own table"
+        )
+    batch = [n for s in cfg.slots.values() for n in s.providers
+             if getattr(cfg.providers[n], "mode", "sync") == "batch"]  # fmt: skip
+    if batch:
+        raise UsageError(f"providers {batch}: batch mode is not available in a run with "
+                         "several models; use mode = \"sync\" there")  # fmt: skip
+    return run_multi(spec, mode)
 
 
 __all__ = ["ENGINE_OPTIONS", "EngineOptions", "embed_corpus", "run_spec"]

@@ -25,9 +25,16 @@ def estimate_cost(
     text_column: str | None = None,
     cache_dir: str | Path | None = None,
 ) -> dict[str, Any]:
-    """What embedding ``input`` would cost with each provider, as ``--json`` prints it."""
+    """What embedding ``input`` would cost with each provider, as ``--json`` prints it.
+
+    A config with ``[slots]`` (and no ``providers`` given) prices each slot as the run would
+    embed it, on the run's shared chunks, capped by the slot's ``max_cost_usd``, and the
+    total; a slot's chain is priced at its first member.
+    """
+    from embedgen.budget.prices import fmt_usd, to_pico
     from embedgen.budget.report import budget_state, remaining_budget, this_month
     from embedgen.config import Config, apply_overrides, load
+    from embedgen.config.slots import slot_config
     from embedgen.pipeline.estimate import count, count_documents, row
     from embedgen.pipeline.read import discover_inputs
     from embedgen.pipeline.targets import build_target, provider_configs
@@ -39,13 +46,24 @@ def estimate_cost(
                                  "cache_dir": str(cache_dir) if cache_dir else None})  # fmt: skip
     paths = discover_inputs(input)
     targets = []
+    slots = list(cfg.slots) if not providers else []
+    accounts: dict[str, str] = {}
+    """Target name -> the provider whose budget it spends (a slot's first member)."""
     try:
-        for name, pcfg in provider_configs(cfg, list(providers or [])):
-            targets.append(build_target(cfg, name, pcfg))
+        if slots:
+            for name in slots:
+                scfg = slot_config(cfg, name)
+                first = scfg.run.providers[0] if scfg.run.providers else "local"
+                pcfg = scfg.providers.get(first, scfg.model)
+                targets.append(build_target(scfg, name, pcfg))
+                accounts[name] = first
+        else:
+            for name, pcfg in provider_configs(cfg, list(providers or [])):
+                targets.append(build_target(cfg, name, pcfg))
         cache = _open_cache_readonly(cfg)
         try:
             limit = sample if sample is not None else cfg.run.limit
-            counted = count(paths, targets, cfg, cache=cache, limit=limit)
+            counted = count(paths, targets, cfg, cache=cache, limit=limit, shared=bool(slots))
         finally:
             if cache is not None:
                 cache.close()
@@ -64,9 +82,16 @@ def estimate_cost(
     caps, state = budget_state(cfg)
     rows = []
     for t in targets:
-        remaining, note = remaining_budget(caps, state, t.name, this_month())
+        remaining, note = remaining_budget(caps, state, accounts.get(t.name, t.name), this_month())
+        cap = cfg.slots[t.name].max_cost_usd if t.name in accounts else None
+        if cap is not None and (remaining is None or to_pico(cap) < remaining):
+            remaining, note = to_pico(cap), f"slot cap {fmt_usd(to_pico(cap))}"
         rows.append(row(t, counted, scale, remaining, note))
+        if t.name in accounts:
+            rows[-1].update(slot=t.name, provider=accounts[t.name])
+    extra = {"total_cost_usd": round(sum(r["cost_usd"] for r in rows), 6)} if slots else {}
     return {
+        **extra,
         "input": str(input),
         "documents": total,
         "sample_documents": counted.documents if extrapolated else None,

@@ -11,7 +11,7 @@ cost. Local models are timed on a short warm-up over the corpus's own first chun
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,28 +55,26 @@ class Counted:
 
 def count(
     paths: list[Path], targets: list[Target], cfg: Config, *, cache: Any = None,
-    limit: int | None = None,
+    limit: int | None = None, shared: bool = False,
 ) -> Counted:  # fmt: skip
-    """Stream the corpus (first ``limit`` documents) and count chunks, tokens and requests."""
+    """Stream the corpus (first ``limit`` documents) and count chunks, tokens and requests.
+
+    ``shared``: the targets are the model slots of one run, chunked together as ``run``
+    chunks them (one cut that fits every slot); otherwise each provider is chunked alone.
+    """
     from embedgen.cache import cache_keys, fingerprint_id
     from embedgen.pipeline.batch import plan_batches
-    from embedgen.pipeline.chunk import Chunker
 
-    groups: dict[tuple[Any, int, int], list[Target]] = {}
-    for t in targets:
-        groups.setdefault((_tokenizer_id(t.tokenizer), t.chunk_tokens, t.overlap), []).append(t)
-    chunkers = {key: Chunker(ts[0].tokenizer, max_tokens=key[1], overlap=key[2])
-                for key, ts in groups.items()}  # fmt: skip
     fps = {t.name: fingerprint_id(t.info.fingerprint) for t in targets}
     out = Counted(tallies={t.name: Tally() for t in targets})
     cross_window = cfg.run.use_cache  # without the cache, run dedupes within a window only
+    chunked = _chunked_shared(targets, cfg.run.overlap) if shared else _chunked_alone(targets)
     for texts, skipped, rows in _windows(paths, cfg, limit):
         out.documents += rows
         out.skipped += skipped
         if not texts:
             continue
-        for key, members in groups.items():
-            chunks = [c for doc in chunkers[key].chunk(texts) for c in doc]
+        for members, chunks in chunked(texts):
             if not chunks:
                 continue
             chunk_texts = [c.text for c in chunks]
@@ -116,6 +114,42 @@ def count(
                     if t.local and tally.warm_tokens == 0:
                         _warm_up(t, tally, todo, overhead)
     return out
+
+
+if TYPE_CHECKING:
+    Chunked = Callable[[list[str]], Iterator[tuple[list[Target], list[Chunk]]]]
+    """Texts of a window -> (targets, their chunks) per chunking."""
+
+
+def _chunked_alone(targets: list[Target]) -> Chunked:
+    """Texts chunked once per distinct tokenizer and chunk size, for the targets sharing it."""
+    from embedgen.pipeline.chunk import Chunker
+
+    groups: dict[tuple[Any, int, int], list[Target]] = {}
+    for t in targets:
+        groups.setdefault((_tokenizer_id(t.tokenizer), t.chunk_tokens, t.overlap), []).append(t)
+    chunkers = {key: Chunker(ts[0].tokenizer, max_tokens=key[1], overlap=key[2])
+                for key, ts in groups.items()}  # fmt: skip
+
+    def chunked(texts: list[str]) -> Iterator[tuple[list[Target], list[Chunk]]]:
+        for key, members in groups.items():
+            yield members, [c for doc in chunkers[key].chunk(texts) for c in doc]
+
+    return chunked
+
+
+def _chunked_shared(targets: list[Target], overlap: int) -> Chunked:
+    """Texts chunked once for every slot (``SharedChunker``); each slot counts its view."""
+    from embedgen.pipeline.shared_chunks import SharedChunker, slot_window
+
+    chunker = SharedChunker([(t.tokenizer, t.chunk_tokens) for t in targets], overlap=overlap)
+
+    def chunked(texts: list[str]) -> Iterator[tuple[list[Target], list[Chunk]]]:
+        chunks = [c for doc in chunker.chunk(texts) for c in doc]
+        for i, t in enumerate(targets):
+            yield [t], slot_window(chunks, i)
+
+    return chunked
 
 
 def _windows(

@@ -22,7 +22,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -101,6 +101,42 @@ def batch_prepass_of(run: LocalRun) -> BatchSummary | None:
                          wait=cfg.run.batch_wait, output=run.spec.output)  # fmt: skip
 
 
+def read_ahead(
+    windows: Iterator[Window], stop: threading.Event, on_read: Callable[[Window], None]
+) -> Iterator[Window]:
+    """``windows``, read and chunked in a producer thread, one batch ahead of the consumer.
+
+    ``on_read`` runs on the reader thread for each window (to start loading a model); an
+    error of the reader is raised in the consumer; ``stop`` ends the reader early.
+    """
+    q: queue.Queue[Any] = queue.Queue(maxsize=2)
+
+    def produce() -> None:
+        try:
+            for window in windows:
+                on_read(window)
+                while not stop.is_set():
+                    try:
+                        q.put(window, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(None)
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            q.put(exc)
+
+    threading.Thread(target=produce, daemon=True, name="embedgen-reader").start()
+    while True:
+        item = q.get()
+        if item is None:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
 def remove_stale_tmp(output: Path) -> None:
     """Temp files of killed runs on this output (we hold its lock, so none is alive)."""
     for stale in output.parent.glob(f".{output.name}.tmp-*"):
@@ -164,38 +200,10 @@ class LocalRun:
             for i in held.todo:
                 yield Item(held.keys[i], w.chunks[i].text, w.chunks[i].tokens + self.overhead)
 
-    # -- producer -------------------------------------------------------------------
-
-    def _produce(self, q: queue.Queue[Any], stop: threading.Event) -> None:
-        try:
-            for window in self.windows(list(self.spec.paths)):
-                if window.new_docs or self.index is None:
-                    self.router.prepare()  # new documents: their chunks are likely misses
-                while not stop.is_set():
-                    try:
-                        q.put(window, timeout=0.2)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            q.put(None)
-        except BaseException as exc:  # handed to the consumer, which re-raises it
-            q.put(exc)
-
-    def _windows(self, stop: threading.Event) -> Iterator[Window]:
-        q: queue.Queue[Any] = queue.Queue(maxsize=2)
-        producer = threading.Thread(
-            target=self._produce, args=(q, stop), daemon=True, name="embedgen-reader"
-        )
-        producer.start()
-        while True:
-            item = q.get()
-            if item is None:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+    def _read(self, w: Window) -> None:
+        """On the reader thread, as a window is read: new documents are likely misses."""
+        if w.new_docs or self.index is None:
+            self.router.prepare()
 
     # -- consumer -------------------------------------------------------------------
 
@@ -207,7 +215,7 @@ class LocalRun:
         self.counters = ends.counters
         stop = threading.Event()
         try:
-            for window in self._windows(stop):
+            for window in read_ahead(self.windows(list(self.spec.paths)), stop, self._read):
                 self._process(window)
             self._flush()
             self._writes.drain()

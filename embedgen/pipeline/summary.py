@@ -41,6 +41,10 @@ class RunSummary:
     """The sink the rows went into (a LanceDB or PostgreSQL table), if not a file."""
     sink_lines: list[str] = field(default_factory=list)
     """What the run did to the sink: unchanged, written and pruned documents, the index."""
+    slot_lines: list[str] = field(default_factory=list)
+    """A run with several model slots: each slot's model, cached and computed chunks."""
+    missing: list[str] = field(default_factory=list)
+    """Slots that failed under ``--allow-missing`` (their columns are null)."""
 
     @classmethod
     def of(
@@ -119,8 +123,8 @@ class RunSummary:
                 if self.embed_seconds
                 else ")"
             ),
-            f"model:     {self.model} ({self.dim}-d)",
+            *(self.slot_lines or [f"model:     {self.model} ({self.dim}-d)"]),
             f"output:    {self.target or (uri(self.output) if self.output is not None else None)}",
             *self.sink_lines,
         ]
-        return out
+        return out + [f"warning: {m}" for m in self.missing]

@@ -20,6 +20,13 @@ import numpy as np
 
 from embedgen.errors import EmbedgenError, UsageError
 from embedgen.pipeline import vectors as vec
+from embedgen.pipeline.columns import (
+    base_fields,
+    colbert_array,
+    colbert_type,
+    sparse_array,
+    sparse_type,
+)
 from embedgen.util.atomic import replace_durably
 
 _DISK_FULL_ERRNOS = {28, 122}  # ENOSPC, EDQUOT
@@ -196,57 +203,6 @@ class QueuedWrites:
         if check:
             for f in pending:
                 f.result()
-
-
-def base_fields(id_type: Any, *, with_text: bool) -> list[Any]:
-    """The columns every output has before its vectors: id, chunk, span, tokens, text."""
-    import pyarrow as pa
-
-    fields = [
-        pa.field("id", id_type),
-        pa.field("chunk", pa.int32()),
-        pa.field("char_start", pa.int32()),
-        pa.field("char_end", pa.int32()),
-        pa.field("tokens", pa.int32()),
-    ]
-    if with_text:
-        fields.append(pa.field("text", pa.string()))
-    return fields
-
-
-def sparse_type() -> Any:
-    """``map<int32, float32>``: token id -> lexical weight."""
-    import pyarrow as pa
-
-    return pa.map_(pa.int32(), pa.float32())
-
-
-def colbert_type(dim: int) -> Any:
-    """``list<fixed_size_list<float32, dim>>``: one vector per token, per chunk."""
-    import pyarrow as pa
-
-    return pa.list_(pa.list_(pa.float32(), dim))
-
-
-def sparse_array(values: list[dict[int, float] | None]) -> Any:
-    import pyarrow as pa
-
-    return pa.array([None if d is None else sorted(d.items()) for d in values], type=sparse_type())
-
-
-def colbert_array(values: list[np.ndarray | None], dim: int) -> Any:
-    """A ColBERT column from per-chunk (tokens, dim) matrices (None: a null row)."""
-    import pyarrow as pa
-
-    lengths = [0 if v is None else len(v) for v in values]
-    offsets = np.zeros(len(values) + 1, dtype=np.int32)
-    np.cumsum(lengths, out=offsets[1:])
-    mats = [v for v in values if v is not None]
-    flat = np.concatenate(mats).reshape(-1) if mats else np.zeros(0, np.float32)
-    values_arr = arrow_array(flat.astype(np.float32), pa.float32())
-    inner = pa.FixedSizeListArray.from_arrays(values_arr, dim)
-    mask = pa.array([v is None for v in values]) if any(v is None for v in values) else None
-    return pa.ListArray.from_arrays(arrow_array(offsets, pa.int32()), inner, mask=mask)
 
 
 def partial_path(path: Path) -> Path:
