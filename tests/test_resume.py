@@ -278,6 +278,7 @@ def test_ctrl_c_keeps_a_partial_file_loses_nothing_and_a_rerun_finishes(
     assert 0 < kept.num_rows < total
     data = load_report(report)  # the run report, validated against its schema
     assert (data["status"], data["exit_code"], data["output"]) == ("interrupted", 130, None)
+    assert f"rows written so far are in {partial}" in data["message"]
     assert data["kept"] == {"partial": str(partial), "partial_rows": kept.num_rows,
                             "skipped_list": None}  # fmt: skip
     ref = pq.read_table(reference).slice(0, kept.num_rows)

@@ -53,7 +53,8 @@ class RunReport:
         if self.written is not None:
             return
         if isinstance(exc, KeyboardInterrupt):
-            note = f" ({exc.args[0]})" if exc.args else ""
+            kept = str(getattr(exc, "kept", "") or "")  # what the run kept (errors.Kept)
+            note = f" ({kept})" if kept else ""
             code, message = 130, f"interrupted{note}"
         else:
             found = getattr(exc, "exit_code", None)  # EmbedgenError; click's usage errors
