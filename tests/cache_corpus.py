@@ -105,3 +105,9 @@ def mount_tmpfs(target: Path, options: str) -> None:
                           capture_output=True)  # fmt: skip
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+
+
+def cache_written(root: Path) -> int:
+    """Bytes the caches under ``root`` hold on disk: data.mdb is kept as long as its map
+    (a sparse file), so its size says nothing about how much has been committed."""
+    return sum(p.stat().st_blocks * 512 for p in root.rglob("data.mdb"))

@@ -16,6 +16,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from tests.cache_corpus import cache_written
+
 ray = pytest.importorskip("ray")
 
 from embedgen.engines import embed_corpus as embed  # noqa: E402
@@ -100,14 +102,16 @@ def test_kill_9_then_rerun_takes_finished_chunks_from_the_cache(
     out = tmp_path / "out.parquet"
     cmd = [sys.executable, "-m", "embedgen", "run", str(src), "-o", str(out),
            "--engine", "ray", "--workers", "2", "--max-tokens", "32"]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    # its own Ray instance (ray.init would join the session's through /tmp/ray), so the
+    # kill takes the driver and every Ray process it started
+    env = {**os.environ, "RAY_ADDRESS": "local"}
     log = (tmp_path / "killed.log").open("w")
     proc = subprocess.Popen(cmd, env=env, stderr=log, text=True, start_new_session=True)
     deadline = time.monotonic() + 120
     cache = Path(os.environ["EMBEDGEN_CACHE_DIR"])
     # kill once the workers have committed some chunks (the cache file has grown)
     while time.monotonic() < deadline and proc.poll() is None:
-        if sum(p.stat().st_size for p in cache.rglob("data.mdb")) > 512 * 1024:
+        if cache_written(cache) > 512 * 1024:
             break
         time.sleep(0.05)
     if proc.poll() is None:
@@ -119,12 +123,12 @@ def test_kill_9_then_rerun_takes_finished_chunks_from_the_cache(
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     m = re.search(
-        r"chunks:\s+([\d,]+) \(([\d,]+) cached, ([\d,]+) computed, [\d,]+ duplicate\)",
+        r"chunks:\s+([\d,]+) \(([\d,]+) cached, ([\d,]+) computed, ([\d,]+) duplicate\)",
         done.stderr,
     )
     assert m, done.stderr
-    total, cached, computed = (int(x.replace(",", "")) for x in m.groups())
-    assert cached > 0 and computed < total and cached + computed == total
+    total, cached, computed, duplicate = (int(x.replace(",", "")) for x in m.groups())
+    assert cached > 0 and computed < total and cached + computed + duplicate == total
     local = embed(src, tmp_path / "local.parquet", max_tokens=32, quiet=True)
     assert local.cached == local.chunks == total  # everything the Ray runs embedded is cached
     a, b = pq.read_table(out), pq.read_table(tmp_path / "local.parquet")

@@ -13,6 +13,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from tests.cache_corpus import cache_written
+
 pytest.importorskip("ray")
 
 from embedgen.engines import embed_corpus as embed  # noqa: E402
@@ -58,7 +60,9 @@ def _start(tmp_path: Path, write_parquet, workers: int) -> tuple[subprocess.Pope
     out = tmp_path / "out.parquet"
     cmd = [sys.executable, "-m", "embedgen", "run", str(src), "-o", str(out),
            "--engine", "ray", "--workers", str(workers), "--max-tokens", "32"]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    # its own Ray instance (ray.init would join the session's through /tmp/ray), so the
+    # kill takes the driver and every Ray process it started
+    env = {**os.environ, "RAY_ADDRESS": "local"}
     proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)  # fmt: skip
     return proc, out, src
@@ -68,7 +72,7 @@ def _wait_for_cache(proc: subprocess.Popen, size: int) -> None:
     cache = Path(os.environ["EMBEDGEN_CACHE_DIR"])
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and proc.poll() is None:
-        if sum(p.stat().st_size for p in cache.rglob("data.mdb")) > size:
+        if cache_written(cache) > size:
             return
         time.sleep(0.05)
 

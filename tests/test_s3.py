@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from embedgen import embed_corpus as embed
+from tests.cache_corpus import cache_written
 from tests.s3_server import S3Store
 
 ROW_COLUMNS = ["id", "chunk", "char_start", "char_end", "tokens", "text"]
@@ -106,7 +107,7 @@ def test_kill_9_during_an_s3_output_run_leaves_no_object_and_a_rerun_finishes(
     proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
-        if sum(p.stat().st_size for p in cache.rglob("data.mdb")) > 512 * 1024:
+        if cache_written(cache) > 512 * 1024:
             break
         time.sleep(0.05)
     if proc.poll() is None:
