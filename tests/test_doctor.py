@@ -205,7 +205,11 @@ def test_configured_model_that_is_missing_fails(tmp_path: Path) -> None:
     cfg = load(_write_config(tmp_path, '[model]\nmodel = "not-downloaded"\n'))
     check = doctor.check_configured_model(cfg)
     assert check.status == "fail"
-    assert "embedgen download not-downloaded" in check.detail
+    assert "`embedgen models` lists the names it knows" in check.detail
+    assert "embedgen download" not in check.detail  # download cannot fetch an unknown name
+    cfg = load(_write_config(tmp_path, '[model]\nmodel = "bge-m3"\n'))
+    check = doctor.check_configured_model(cfg)
+    assert check.status == "fail" and "embedgen download bge-m3" in check.detail
 
 
 # --- folders --------------------------------------------------------------------------

@@ -399,6 +399,8 @@ def _commented_keys(text: str) -> dict[str, dict[str, str]]:
     for line in text.splitlines():
         if m := re.match(r"^\[(\w+)\]$", line):
             current = tables.setdefault(m.group(1), {})
+        elif re.match(r"^# \[[\w.]+\]", line):
+            current = None  # a commented-out table (the [slots.NAME] examples) ends the last one
         elif (m := re.match(r"^# (\w+) = (.+)$", line)) and current is not None:
             current[m.group(1)] = m.group(2)
     return tables
