@@ -25,10 +25,11 @@ from embedgen.engines import embed_corpus as embed  # noqa: E402
 ROW_COLUMNS = ["id", "chunk", "char_start", "char_end", "tokens", "text"]
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(autouse=True)
 def ray_session():
-    """One local Ray instance for the module's tests (the engine joins it, never stops it);
-    yields its session folder, where Ray keeps its logs."""
+    """A local Ray instance per test (the engine joins it, never stops it), so no actor a
+    test leaves behind holds CPUs the next test's workers wait for; yields its session
+    folder, where Ray keeps its logs."""
     ctx = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     yield Path(ctx.address_info["session_dir"])
     ray.shutdown()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import gc
 import json
 import logging
 import os
@@ -361,4 +362,11 @@ class _RayRun:
         max_tokens = chunker.window + tokenizer.overhead
         sink = Sink(self.spec, rows, info, max_tokens, self.mode, self.dataset, len(units))
         sink.index, sink.cache = index, cache
-        return sink.consume(ds.iter_batches(batch_size=None, batch_format="pyarrow"), actor)
+        batches = ds.iter_batches(batch_size=None, batch_format="pyarrow")
+        try:
+            return sink.consume(batches, actor)
+        finally:
+            # Ray Data stops the workers' actor pool when its executor is collected: drop it
+            # now, or a later run in this process may wait for the CPUs those actors hold
+            del ds, batches
+            gc.collect()
