@@ -36,8 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-BATCH_SIZE = 32
+from plain_loop import BATCH_SIZE  # the reference loop's batch size
 
 
 @dataclass
@@ -136,44 +135,15 @@ def measure_reference(setup: Setup, repeat: int, warmup: bool) -> tuple[Result, 
     path = setup.texts_path or setup.input
 
     def run() -> Timed:
-        import onnxruntime as ort
+        import plain_loop
         import pyarrow.parquet as pq
-        from tokenizers import Tokenizer
 
         texts = pq.read_table(path, columns=["text"])[0].to_pylist()
         texts = [spec.document_prefix + t for t in texts]
-        tok = Tokenizer.from_file(str(spec.tokenizer_path))
-        tok.no_padding()
-        tok.enable_truncation(max_length=spec.max_tokens)
-        session = ort.InferenceSession(str(spec.onnx_path), providers=["CPUExecutionProvider"])
-        wants_types = any(i.name == "token_type_ids" for i in session.get_inputs())
-        encodings = tok.encode_batch(texts)
-        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
-        vectors = np.zeros((len(texts), 0), np.float32)
-        for start in range(0, len(order), BATCH_SIZE):
-            rows = order[start : start + BATCH_SIZE]
-            width = max(len(encodings[i].ids) for i in rows)
-            ids = np.zeros((len(rows), width), np.int64)
-            mask = np.zeros_like(ids)
-            for r, i in enumerate(rows):
-                n = len(encodings[i].ids)
-                ids[r, :n] = encodings[i].ids
-                mask[r, :n] = 1
-            feeds = {"input_ids": ids, "attention_mask": mask}
-            if wants_types:
-                feeds["token_type_ids"] = np.zeros_like(ids)
-            hidden = session.run(None, feeds)[0]
-            if spec.pooling == "cls":
-                pooled = hidden[:, 0]
-            else:
-                m = mask[:, :, None].astype(np.float32)
-                pooled = (hidden * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1e-9)
-            if spec.normalize:
-                pooled = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
-            if vectors.shape[1] == 0:
-                vectors = np.zeros((len(texts), pooled.shape[1]), np.float32)
-            vectors[rows] = pooled
-        tokens = sum(len(e.ids) for e in encodings)
+        vectors, tokens = plain_loop.embed(
+            texts, spec.tokenizer_path, spec.onnx_path, max_tokens=spec.max_tokens,
+            pooling=spec.pooling, normalize=spec.normalize,
+        )  # fmt: skip
         return len(texts), vectors, {"tokens": tokens}
 
     seconds, chunks, vectors, details = best_of(run, repeat, warmup)

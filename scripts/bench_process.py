@@ -31,7 +31,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-BATCH_SIZE = 32
 SIZES = (20_000, 5_000)
 TARGETS = {20_000: 2.2, 5_000: 1.9}
 HERE = Path(__file__).resolve()
@@ -40,34 +39,16 @@ HERE = Path(__file__).resolve()
 def reference_loop(folder: Path, input_path: Path, out: Path) -> None:
     """The plain fp32 loop, as its own process: vectors to ``out`` (.npy), counts on stdout."""
     import numpy as np
-    import onnxruntime as ort
     import pyarrow.parquet as pq
-    from tokenizers import Tokenizer
+
+    sys.path.insert(0, str(HERE.parent))
+    import plain_loop
 
     texts = pq.read_table(input_path, columns=["text"])[0].to_pylist()
-    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
-    tok.no_padding()
-    tok.enable_truncation(max_length=256)
-    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
-    encodings = tok.encode_batch(texts)
-    order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
-    vectors = np.zeros((len(texts), 384), np.float32)
-    for start in range(0, len(order), BATCH_SIZE):
-        rows = order[start : start + BATCH_SIZE]
-        width = max(len(encodings[i].ids) for i in rows)
-        ids = np.zeros((len(rows), width), np.int64)
-        mask = np.zeros_like(ids)
-        for r, i in enumerate(rows):
-            n = len(encodings[i].ids)
-            ids[r, :n] = encodings[i].ids
-            mask[r, :n] = 1
-        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-        hidden = session.run(None, feeds)[0]
-        m = mask[:, :, None].astype(np.float32)
-        pooled = (hidden * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1e-9)
-        vectors[rows] = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+    vectors, tokens = plain_loop.embed(
+        texts, folder / "tokenizer.json", folder / "model.onnx", max_tokens=256
+    )
     np.save(out, vectors)
-    tokens = sum(len(e.ids) for e in encodings)
     print(json.dumps({"chunks": len(texts), "tokens": tokens}))
 
 
