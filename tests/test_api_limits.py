@@ -137,3 +137,44 @@ def test_a_failed_probe_reopens_the_breaker() -> None:
     assert b.state == "open" and b.openings == 2
     clock.t += 4.9
     assert not b.available()
+
+
+def _fixed_window_run(learn: bool) -> float:
+    """Requests per minute a client gets from a server allowing 20 per 6 s window (200 a
+    minute) and refusing beyond with a Retry-After of 1 s: the adaptive limiter on a fake
+    clock, one request at a time, 0.05 s per exchange, until 120 requests passed."""
+    from embedgen.router.adaptive import Aimd, Slots
+
+    now = [0.0]
+
+    def sleep(s: float) -> None:
+        now[0] += s
+
+    aimd = Aimd(Slots(1), clock=lambda: now[0], sleep=sleep)
+    if not learn:  # the rule before cycles were learned: halve, then creep back
+        aimd._learn = lambda t: None  # type: ignore[method-assign]
+    passed, used = 0, {}
+    first = None
+    while passed < 120:
+        aimd.before_request()
+        window = int(now[0] // 6.0)
+        now[0] += 0.05
+        if used.get(window, 0) < 20:
+            used[window] = used.get(window, 0) + 1
+            first = now[0] if first is None else first
+            passed += 1
+            aimd.success()
+        else:
+            aimd.rate_limited()
+            sleep(1.0)  # Retry-After
+    assert first is not None
+    return passed / (now[0] - first) * 60.0
+
+
+def test_the_adaptive_limiter_learns_a_fixed_window_and_runs_near_its_rate() -> None:
+    """Deterministic twin of the loopback test in test_api_run: the whole cycle's rate is
+    learned (at least 0.9 of the 200 a minute allowed), where halving and creeping back
+    stays well below it."""
+    learned, halved = _fixed_window_run(True), _fixed_window_run(False)
+    assert learned >= 0.9 * 200, (learned, halved)  # 216 a minute
+    assert halved < 0.85 * 200, (learned, halved)  # 167 a minute: the test can fail

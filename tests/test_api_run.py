@@ -212,7 +212,9 @@ def test_without_configured_limits_a_run_learns_a_fixed_window_and_runs_near_it(
     ok = [r.at for r in records if r.status == 200]
     assert len(ok) == 60
     span = max(ok) - min(r.at for r in records)
-    assert len(ok) / span * 60 >= 0.7 * 200, (span, len(records))
+    # on a quiet machine 1.1 to 1.3 of the limit; a loaded CI host once gave 0.62, so this
+    # end-to-end check is loose and test_api_limits checks the learned rate on a fake clock
+    assert len(ok) / span * 60 >= 0.5 * 200, (span, len(records))
 
 
 @pytest.mark.parametrize(

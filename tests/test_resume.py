@@ -51,7 +51,8 @@ _SUMMARY = re.compile(
 )
 
 _PROBE = """
-import os, signal, sys
+import faulthandler, os, signal, sys
+faulthandler.enable()  # an abort or a crash leaves every thread's stack in the log
 # as from a terminal: Ctrl-C interrupts (a shell that started the tests in the background
 # leaves SIGINT ignored, and a child would inherit that)
 signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -267,7 +268,7 @@ def test_ctrl_c_keeps_a_partial_file_loses_nothing_and_a_rerun_finishes(
         assert proc.poll() is None and time.monotonic() < deadline
         time.sleep(0.005)
     proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=60) == 130
+    assert proc.wait(timeout=60) == 130, (tmp_path / "killed.log").read_text()[-4000:]
     partial = out_dir / "embeddings.partial.parquet"
     said = " ".join((tmp_path / "killed.log").read_text().split())
     assert "interrupted" in said and f"rows written so far are in {partial}" in said

@@ -519,3 +519,35 @@ def test_cost_estimate_counts_repeats_as_duplicates_not_cached(write_parquet) ->
     assert result.exit_code == 0, result.output
     (row,) = json.loads(result.stdout)["providers"]
     assert (row["cached_pct"], row["cached_chunks"], row["duplicate_chunks"]) == (0.0, 0, 8)
+
+
+def test_the_reader_thread_is_stopped_and_joined_when_the_run_ends_early() -> None:
+    """A run that stops (Ctrl-C, an error) waits for its reader: one left inside Arrow or
+    the tokenizer while the interpreter exits aborted the process (SIGABRT, exit -6, on
+    Ctrl-C in CI), and one still reading the document index would outlive the cache."""
+    import threading
+    import time
+
+    from embedgen.pipeline.run import read_ahead
+
+    def slow_windows():  # type: ignore[no-untyped-def]
+        for i in range(100):
+            time.sleep(0.3)  # a window that takes a while to read and chunk
+            yield i
+
+    stop = threading.Event()
+    reader = read_ahead(slow_windows(), stop, lambda w: None)
+    assert next(reader) == 0
+    reader.close()  # what the run does when it stops early
+    assert stop.is_set()
+    assert not [t for t in threading.enumerate() if t.name == "embedgen-reader"]
+
+    def failing():  # type: ignore[no-untyped-def]
+        yield 1
+        raise ValueError("bad row")
+
+    reader = read_ahead(failing(), threading.Event(), lambda w: None)
+    assert next(reader) == 1
+    with pytest.raises(ValueError, match="bad row"):
+        next(reader)
+    assert not [t for t in threading.enumerate() if t.name == "embedgen-reader"]

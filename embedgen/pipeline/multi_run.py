@@ -111,20 +111,20 @@ class MultiRun:
         self.ends = ends = MultiEnds(self.spec, self.slots, mode=self.mode)
         stop = threading.Event()
         pool = ThreadPoolExecutor(len(self.names), thread_name_prefix="embedgen-slot")
+        reader = read_ahead(self.windows(list(self.spec.paths)), stop, lambda w: None)
         try:
-            windows = self.windows(list(self.spec.paths))
-            for window in read_ahead(windows, stop, lambda w: None):
+            for window in reader:
                 self._process(window, pool)
             self._writes.drain()
             ends.finish()
         except BaseException as exc:
-            stop.set()
+            reader.close()  # the reader stops and is joined before anything is closed
             self._writes.drain(check=False)
             committed = sum(st.store.committed for st in self.stages)
             ends.failed(exc, committed=committed, cache=self.cache)
             raise
         finally:
-            stop.set()
+            reader.close()
             pool.shutdown(wait=True)
             ends.close()
             for st in self.stages:

@@ -22,7 +22,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -103,38 +103,49 @@ def batch_prepass_of(run: LocalRun) -> BatchSummary | None:
 
 def read_ahead(
     windows: Iterator[Window], stop: threading.Event, on_read: Callable[[Window], None]
-) -> Iterator[Window]:
+) -> Generator[Window, None, None]:
     """``windows``, read and chunked in a producer thread, one batch ahead of the consumer.
 
     ``on_read`` runs on the reader thread for each window (to start loading a model); an
-    error of the reader is raised in the consumer; ``stop`` ends the reader early.
+    error of the reader is raised in the consumer; ``stop`` ends the reader early. Closing
+    this generator (or its end) stops the reader and waits for it: a reader still inside
+    Arrow or the tokenizer while the interpreter exits can abort the process (SIGABRT on
+    Ctrl-C), and one still reading the cache's document index would outlive the cache.
     """
     q: queue.Queue[Any] = queue.Queue(maxsize=2)
+
+    def offer(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def produce() -> None:
         try:
             for window in windows:
                 on_read(window)
-                while not stop.is_set():
-                    try:
-                        q.put(window, timeout=0.2)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not offer(window):
                     return
-            q.put(None)
+            offer(None)
         except BaseException as exc:  # handed to the consumer, which re-raises it
-            q.put(exc)
+            offer(exc)
 
-    threading.Thread(target=produce, daemon=True, name="embedgen-reader").start()
-    while True:
-        item = q.get()
-        if item is None:
-            return
-        if isinstance(item, BaseException):
-            raise item
-        yield item
+    reader = threading.Thread(target=produce, daemon=True, name="embedgen-reader")
+    reader.start()
+    try:
+        while True:
+            item = q.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        reader.join()
 
 
 def remove_stale_tmp(output: Path) -> None:
@@ -214,20 +225,21 @@ class LocalRun:
         )  # fmt: skip
         self.counters = ends.counters
         stop = threading.Event()
+        reader = read_ahead(self.windows(list(self.spec.paths)), stop, self._read)
         try:
-            for window in read_ahead(self.windows(list(self.spec.paths)), stop, self._read):
+            for window in reader:
                 self._process(window)
             self._flush()
             self._writes.drain()
             ends.finish()
         except BaseException as exc:
-            stop.set()
+            reader.close()  # the reader stops and is joined before anything is closed
             self._writes.drain(check=False)
             self.stages.close()
             ends.failed(exc, committed=self.stages.store.committed, cache=self.cache)
             raise
         finally:
-            stop.set()
+            reader.close()
             ends.close()
             self.stages.close()
         summary = ends.summary(
