@@ -18,7 +18,7 @@ def default_variant(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from embedgen.models import default_variant as dv
     from embedgen.models.local import DEFAULT_SHA256, original_default_model
 
-    folder = tmp_path_factory.mktemp("variant") / ".default" / dv.VARIANT_NAME
+    folder = tmp_path_factory.mktemp("variant") / ".default" / dv.FOLDER_NAME
     dv.prepare(folder, original_default_model().onnx_path, DEFAULT_SHA256, announce=False)
     return folder
 

@@ -31,7 +31,7 @@ runner = CliRunner()
 _SUMMARY = re.compile(
     r"chunks:\s+([\d,]+) \(([\d,]+) cached, ([\d,]+) computed, [\d,]+ duplicate\)"
 )
-_DEFAULT_NAME = "all-MiniLM-L6-v2-int8"
+_DEFAULT_NAME = "all-minilm-l6-v2-int8-weights"
 EXACT = ["--model", "default-original"]
 """These tests compare vectors to the last digit, so they use the packaged default as shipped:
 it computes in fp32, and a vector does not depend on the batch it was computed in. (The fast
@@ -445,14 +445,14 @@ def test_cache_stats_labels_models_and_prune_removes_the_unused_ones(
 
     assert runner.invoke(app, ["cache", "verify"]).exit_code == 0  # use records are sealed
     rows = stats()
-    assert len(rows) == 2 and all(r["name"] == "all-MiniLM-L6-v2-qint8" for r in rows)
+    assert len(rows) == 2 and all(r["name"] == "all-minilm-l6-v2-int8" for r in rows)
     assert sorted(r["settings"]["max_tokens"] for r in rows) == ["256", "64"]
     assert all(r["settings"]["pooling"] == "mean" and r["last_used"] for r in rows)
     table = runner.invoke(app, ["cache", "stats"], env={"COLUMNS": "300"}).stdout
     assert "max_tokens=64" in table and "max_tokens=256" in table
 
     dry = runner.invoke(app, ["cache", "prune", "--unused-since", "2s", "--dry-run"])
-    assert dry.exit_code == 0 and "would remove all-MiniLM-L6-v2-qint8" in dry.stdout
+    assert dry.exit_code == 0 and "would remove all-minilm-l6-v2-int8" in dry.stdout
     assert len(stats()) == 2
     pruned = runner.invoke(app, ["cache", "prune", "--unused-since", "2s"])
     assert pruned.exit_code == 0, pruned.output

@@ -7,15 +7,17 @@ import pytest
 from embedgen.config import load
 from embedgen.providers.factory import build_onnx
 
+VARIANT, PACKAGED = "all-minilm-l6-v2-int8", "all-minilm-l6-v2-int8-weights"
+
 
 @pytest.mark.parametrize(
     ("device", "available", "model"),
     [
-        ("cpu", ["CPUExecutionProvider"], "all-MiniLM-L6-v2-qint8"),
-        ("auto", ["CPUExecutionProvider"], "all-MiniLM-L6-v2-qint8"),
-        ("auto", ["CUDAExecutionProvider", "CPUExecutionProvider"], "all-MiniLM-L6-v2-int8"),
-        ("cuda", ["CUDAExecutionProvider", "CPUExecutionProvider"], "all-MiniLM-L6-v2-int8"),
-        ("directml", ["DmlExecutionProvider", "CPUExecutionProvider"], "all-MiniLM-L6-v2-int8"),
+        ("cpu", ["CPUExecutionProvider"], VARIANT),
+        ("auto", ["CPUExecutionProvider"], VARIANT),
+        ("auto", ["CUDAExecutionProvider", "CPUExecutionProvider"], PACKAGED),
+        ("cuda", ["CUDAExecutionProvider", "CPUExecutionProvider"], PACKAGED),
+        ("directml", ["DmlExecutionProvider", "CPUExecutionProvider"], PACKAGED),
     ],
 )
 def test_the_default_runs_its_int8_variant_on_cpu_only(

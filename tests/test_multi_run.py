@@ -175,7 +175,7 @@ def test_a_failing_slot_stops_the_run_or_leaves_nulls(tmp_path: Path) -> None:
         (["--model", "a=default", "--model", "b=default", "--dimensions", "999", "--force"],
          "slot a: --dimensions 999"),
         (["--model", "a=default", "--model", "b=default", "--dimensions", "128"],
-         "slot a: --dimensions 128: all-MiniLM-L6-v2-qint8 was not trained for truncation"),
+         "slot a: --dimensions 128: all-minilm-l6-v2-int8 was not trained for truncation"),
         (["--model", "a=default", "--model", "b=api", "--engine", "ray"], "local engine"),
     ],
 )  # fmt: skip

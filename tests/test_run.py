@@ -49,7 +49,7 @@ def test_parquet_in_parquet_out_schema_and_metadata(write_parquet, tmp_path: Pat
     assert table.column("id").to_pylist() == ["a", "b", "c", "d"]
     assert table.column("lang").to_pylist() == ["en"] * 4
     meta = {k.decode(): v.decode() for k, v in table.schema.metadata.items()}
-    assert meta["embedgen.model"] == "all-MiniLM-L6-v2-qint8"  # the fast int8 default
+    assert meta["embedgen.model"] == "all-minilm-l6-v2-int8"  # the fast int8 default
     # ... and the Hub id of the model it is a variant of, for other tools to find (#24)
     assert meta["embedgen.source_model"] == "sentence-transformers/all-MiniLM-L6-v2"
     assert meta["embedgen.dim"] == "384"
@@ -551,3 +551,34 @@ def test_the_reader_thread_is_stopped_and_joined_when_the_run_ends_early() -> No
     with pytest.raises(ValueError, match="bad row"):
         next(reader)
     assert not [t for t in threading.enumerate() if t.name == "embedgen-reader"]
+
+
+def test_one_name_per_model_that_model_takes_back(write_parquet, tmp_path: Path) -> None:
+    """The default had three names (all-MiniLM-L6-v2-qint8 in the output, -int8 for the
+    packaged file, all-minilm-l6-v2 in the catalog). Now one scheme: the catalog's name and
+    the variant; the name in the output and in `models` is one --model takes, and the cache
+    keys made under the old names still hit (nothing is re-embedded after upgrading)."""
+    import json as _json
+
+    from embedgen.models.local import KEY_NAMES, ORIGINAL_NAME, default_model, resolve_model
+    from embedgen.providers.onnx import model_fingerprint
+
+    src = write_parquet({"doc": ["a", "b"], "text": TEXTS[:2]})
+    first = invoke(str(src), "--id-column", "doc")
+    assert first.exit_code == 0, first.output
+    out = tmp_path / "corpus.embeddings.parquet"
+    meta = pq.read_table(out).schema.metadata
+    name = meta[b"embedgen.model"].decode()
+    listed = _json.loads(runner.invoke(app, ["models", "--json"]).output)
+    assert listed[0]["name"] == "default" and listed[0]["model"] == name
+    assert name.startswith("all-minilm-l6-v2")
+    assert "all-minilm-l6-v2" in {r["name"] for r in listed}
+    again = runner.invoke(app, ["run", str(src), "--id-column", "doc", "--model", name,
+                                "-o", str(tmp_path / "b.parquet")])  # fmt: skip
+    assert again.exit_code == 0, again.output
+    assert "(2 cached, 0 computed" in again.output  # the same model: all from the cache
+    assert resolve_model(ORIGINAL_NAME).name == ORIGINAL_NAME
+    settings = dict(pooling="mean", normalize=True, dimensions=None, prefix="", max_tokens=256,
+                    dtype="float32")  # fmt: skip
+    fp = model_fingerprint(default_model(), **settings)
+    assert f"model={KEY_NAMES[name]}|" in fp  # the key made before the rename

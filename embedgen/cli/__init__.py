@@ -35,10 +35,10 @@ class _Group(TyperGroup):
                 raise typer.Exit(exc.exit_code) from None
             except KeyboardInterrupt as exc:  # a run notes what it kept (errors.Kept)
                 note = str(getattr(exc, "kept", "") or "")
-                kept = f" ({note})" if note else ""
-                error(
-                    f"interrupted{kept}; embedded chunks are kept in the cache, re-run to continue"
-                )
+                said = f"interrupted ({note})" if note else "interrupted"
+                if "re-run" not in note:  # the note says it when nothing was written yet
+                    said += "; re-run the same command to go on"
+                error(said)
                 raise typer.Exit(130) from None
             except Exception as exc:
                 log_unexpected(exc)

@@ -101,7 +101,12 @@ def _is_downloaded(folder: Path) -> bool:
 
 def _default_row() -> dict[str, Any]:
     """The embedded default every run without --model uses: always there, never downloaded."""
-    from embedgen.models.local import DEFAULT_MAX_TOKENS, DEFAULT_SOURCE, original_default_model
+    from embedgen.models.local import (
+        DEFAULT_MAX_TOKENS,
+        DEFAULT_NAME,
+        DEFAULT_SOURCE,
+        original_default_model,
+    )
 
     try:
         size: int | None = original_default_model().onnx_path.stat().st_size
@@ -109,6 +114,7 @@ def _default_row() -> dict[str, Any]:
         size = None
     return {
         "name": "default",
+        "model": DEFAULT_NAME,
         "repo": DEFAULT_SOURCE,
         "dim": 384,
         "max_tokens": DEFAULT_MAX_TOKENS,
@@ -190,6 +196,14 @@ def models(
     console.print(table, crop=False)
     if dropped:
         console.print(f"(not shown at this width: {', '.join(dropped)}; see --json)", markup=False)
+    default = rows[0]
+    size = f", {format_bytes(default['size_bytes'])}" if default["size_bytes"] else ""
+    console.print(
+        f"default is {default['model']}: the int8 variant of {default['repo']}, embedded "
+        f"(packaged{size}); `embedgen download all-minilm-l6-v2` fetches its fp32 export",
+        markup=False,
+        soft_wrap=False,
+    )
 
 
 # Columns of `embedgen models`, and the order in which they give way when the table

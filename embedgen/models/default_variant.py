@@ -25,11 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from embedgen.errors import ModelError
+from embedgen.models.local import DEFAULT_NAME
 from embedgen.models.variants import QuantSettings, default_settings
 
 log = logging.getLogger("embedgen")
 
-VARIANT_NAME = "all-MiniLM-L6-v2-qint8"
+VARIANT_NAME = DEFAULT_NAME
+FOLDER_NAME = "all-MiniLM-L6-v2-qint8"
+"""Where the variant is built under ``models/.default`` (kept from before the rename, so an
+existing build is reused)."""
 RECIPE = 4
 """Bumped when the way the variant is built changes, so old builds are replaced."""
 SMOOTH_ALPHA = 0.7

@@ -26,6 +26,18 @@ DEFAULT_MAX_TOKENS = 256
 DEFAULT_SOURCE = "sentence-transformers/all-MiniLM-L6-v2"
 """The Hub id of the model the embedded default is a variant of."""
 DEFAULT_NAMES = (None, "", "default")
+DEFAULT_NAME = "all-minilm-l6-v2-int8"
+"""The default's name everywhere (models, summary, output metadata, cache stats): the
+catalog's name of the model (``embedgen download all-minilm-l6-v2`` fetches its fp32
+export) and which variant of it: int8 weights and activations."""
+ORIGINAL_NAME = "all-minilm-l6-v2-int8-weights"
+"""The packaged file's name: int8 weights, fp32 activations (``--model default-original``)."""
+KEY_NAMES = {
+    DEFAULT_NAME: "all-MiniLM-L6-v2-qint8",
+    ORIGINAL_NAME: "all-MiniLM-L6-v2-int8",
+}
+"""The names the default's cache keys were made with before its names became one scheme
+(the model's catalog name and its variant): kept in the keys, so no cache is re-embedded."""
 ORIGINAL_DEFAULT = "default-original"
 """Asks for the packaged default file as shipped, instead of its fast int8 variant."""
 
@@ -128,7 +140,7 @@ def original_default_model() -> ModelSpec:
     if not tok.is_file():
         raise ModelError(f"embedded tokenizer is missing: {tok}; reinstall embedgen")
     return ModelSpec(
-        name="all-MiniLM-L6-v2-int8",
+        name=ORIGINAL_NAME,
         folder=None,
         onnx_path=onnx_path,
         tokenizer_path=tok,
@@ -154,7 +166,7 @@ def default_model(*, announce: bool = True) -> ModelSpec:
     from embedgen.models import default_variant
 
     original = original_default_model()
-    folder = models_dir() / ".default" / default_variant.VARIANT_NAME
+    folder = models_dir() / ".default" / default_variant.FOLDER_NAME
     prepared = default_variant.prepare(
         folder, original.onnx_path, DEFAULT_SHA256, announce=announce
     )
@@ -176,6 +188,12 @@ def resolve_model(name_or_path: str | None) -> ModelSpec:
         return original_default_model()
     assert name_or_path is not None
     path = Path(name_or_path).expanduser()
+    if not path.exists() and not (models_dir() / name_or_path).is_dir():
+        # the names a run reports (summary, output metadata) are names --model takes
+        if name_or_path == DEFAULT_NAME:
+            return default_model()
+        if name_or_path == ORIGINAL_NAME:
+            return original_default_model()
     if path.is_dir():
         return read_folder(path, name=path.name)
     if path.is_file() and path.suffix == ".onnx":

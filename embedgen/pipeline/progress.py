@@ -40,6 +40,7 @@ class Progress:
         self._bar: Any = None
         self._task: Any = None
         if mode == "bar":
+            from rich.console import Console
             from rich.progress import (
                 BarColumn,
                 MofNCompleteColumn,
@@ -59,6 +60,10 @@ class Progress:
                 TimeRemainingColumn(),
                 transient=False,
                 refresh_per_second=4,
+                # where choose_mode looked, and where every message goes: a bar on stdout
+                # (rich's default) landed in a piped stdout, and messages on the terminal's
+                # stderr were not drawn above it
+                console=Console(stderr=True, highlight=False),
             )
             self._bar.start()
             self._task = self._bar.add_task("embed", total=total_docs, detail="")
@@ -92,8 +97,9 @@ class Progress:
     def detail(self, c: Counters, now: float) -> str:
         """The bar's text: the chunks by how they were made, the embedding rate."""
         rate, _ = self._rates(c, now)
+        done = c.cached + c.computed + c.duplicate  # looked up or embedded, maybe not written
         return (
-            f"{c.chunks:,} chunks ({c.cached:,} cached, {c.computed:,} computed, "
+            f"{done:,} chunks ({c.cached:,} cached, {c.computed:,} computed, "
             f"{c.duplicate:,} duplicate) · {rate:,.1f} chunks/s"
         )
 

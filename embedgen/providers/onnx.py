@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from embedgen.errors import ModelError, ProviderError
-from embedgen.models.local import ModelSpec, identity_sha256, sha256_file
+from embedgen.models.local import KEY_NAMES, ModelSpec, identity_sha256, sha256_file
 from embedgen.providers.base import Batch, EmbedResult, Provider, ProviderInfo
 from embedgen.providers.hf_tokenizer import HFTokenizer
 from embedgen.providers.onnx_device import DeviceChoice, available_providers, select_device
@@ -53,7 +53,7 @@ def model_fingerprint(
     """
     sha = spec.sha256 or _file_identity(spec)
     tokenizer = sha256_file(spec.tokenizer_path)
-    named = f"model={spec.name}|" if spec.sha256 else ""
+    named = f"model={KEY_NAMES.get(spec.name, spec.name)}|" if spec.sha256 else ""
     return (
         f"onnx|{named}sha256={sha}|tokenizer={tokenizer}"
         f"|pooling={pooling}|normalize={normalize}"
