@@ -186,10 +186,14 @@ def test_two_workers_share_one_rate_limit(
         summary = embed(src, tmp_path / "out.parquet", config=cfg, engine="ray", workers=2,
                         quiet=True, use_cache=False)  # fmt: skip
         records = server.records
-    assert [r.status for r in records if r.status != 200] == []
-    assert len(records) == 25 and summary.computed == 200
+    # a bucket per worker sends 8 at once and 8 a second: several 429s at once; the shared
+    # bucket none, but a loaded host (CI) once bunched two paced requests into one arrival
+    limited = [r for r in records if r.status != 200]
+    assert len(limited) <= 1 and all(r.status == 429 for r in limited), limited
+    assert len(records) == 25 + len(limited) and summary.computed == 200
     stats = summary.provider_stats["openai"]
-    assert stats.requests == 25 and stats.failures == 0
+    assert stats.requests == len(records) and stats.batches == 25
+    assert stats.failures == stats.rate_limited == len(limited)
     # 240/min with a one-second burst: 4 at once, then 4 a second
     span = max(r.at for r in records) - min(r.at for r in records)
     assert span >= (25 - 4) / 4 * 0.9
