@@ -54,8 +54,38 @@ FAULTS = (
     "dim",
     "nan",
     "401",
+    "403",
+    "404",
     "400",
 )
+
+
+STATUS_MESSAGES = {
+    "400": "input is invalid: bad request",
+    "401": "Invalid authentication",
+    "403": "You are not allowed to use this model",
+    "404": "The model does not exist",
+    "408": "server error",
+    "429": "Too many requests",
+    "500": "server error",
+    "503": "server error",
+}
+"""The faults that are an error status, and the API message each answers with."""
+
+
+def status_fault(fault: str, retry_after: str) -> tuple[int, dict[str, Any], dict[str, str]] | None:
+    """(status, JSON body, headers) of a status fault (``429`` with ``Retry-After:
+    retry_after``, ``429-date`` two seconds ahead, ``429-ms`` 30 ms), or None for others."""
+    head, _, form = fault.partition("-")
+    if head not in STATUS_MESSAGES:
+        return None
+    headers: dict[str, str] = {}
+    if head == "429":
+        headers = {
+            "date": {"Retry-After": email.utils.formatdate(time.time() + 2, usegmt=True)},
+            "ms": {"retry-after-ms": "30"},
+        }.get(form, {"Retry-After": retry_after})
+    return int(head), {"error": {"message": STATUS_MESSAGES[head]}}, headers
 
 
 OUTPUT_TYPES = ("float", "int8", "uint8", "binary", "ubinary")
@@ -293,24 +323,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _fault(self, fault: str, record: Record) -> bool:
         """Act out a fault; True when the reply has been sent (or the line dropped)."""
         st = self.server.state
-        if fault.startswith("429"):
-            record.status = 429
-            if fault == "429-date":
-                ra = {"Retry-After": email.utils.formatdate(time.time() + 2, usegmt=True)}
-            elif fault == "429-ms":
-                ra = {"retry-after-ms": "30"}
-            else:
-                ra = {"Retry-After": st.retry_after}
-            self._json(429, {"error": {"message": "Too many requests"}}, ra)
-            return True
-        if fault in ("408", "500", "503", "400"):
-            record.status = int(fault)
-            msg = "input is invalid: bad request" if fault == "400" else "server error"
-            self._json(int(fault), {"error": {"message": msg}})
-            return True
-        if fault == "401":
-            record.status = 401
-            self._json(401, {"error": {"message": "Invalid authentication"}})
+        reply = status_fault(fault, st.retry_after)
+        if reply is not None:
+            record.status = reply[0]
+            self._json(*reply)
             return True
         if fault == "slow":
             time.sleep(st.slow_seconds)

@@ -13,8 +13,10 @@ the client's tokenizer. Switches: ``validation_error`` (the batch fails validati
 ``fail_rate`` (requests that fail into the error file; each text fails at most once),
 ``poll_fail_rate`` (that share of batch GETs answer 500, evenly spread), ``expire``
 (that many batches expire with only ``partial`` of their requests done),
-``cancel_at_end`` (that many end cancelled with ``partial`` done). Everything is
-recorded for the tests to count.
+``cancel_at_end`` (that many end cancelled with ``partial`` done), and
+:meth:`BatchServer.fail_next` (the next requests answer the status faults of
+``tests/api_servers.status_fault``, 429s with ``Retry-After: retry_after``). Everything
+is recorded for the tests to count.
 """
 
 from __future__ import annotations
@@ -23,14 +25,14 @@ import json
 import random
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from email.parser import BytesParser
 from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from tests.api_servers import _default_counter, vector_for
+from tests.api_servers import _default_counter, status_fault, vector_for
 from tests.loopback import LoopbackServer, Server
 
 KEY = "sk-batch-test-0123456789abcdef"
@@ -53,6 +55,8 @@ class BatchState:
         """How many batches end cancelled (as if cancelled in the provider's console)."""
         self.partial = float(opts.pop("partial", 0.5))
         self.max_inputs = int(opts.pop("max_inputs", 50_000))
+        self.retry_after = str(opts.pop("retry_after", "0"))
+        self.faults: deque[str] = deque()
         if opts:
             raise TypeError(f"unknown options {sorted(opts)}")
         self.count = _default_counter("openai")
@@ -83,11 +87,19 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     # Plumbing -----------------------------------------------------------------------
-    def _reply(self, status: int, data: Any, raw: bytes | None = None) -> None:
+    def _reply(
+        self,
+        status: int,
+        data: Any,
+        raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         body = raw if raw is not None else json.dumps(data).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json" if raw is None else "application/jsonl")
         self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)
 
@@ -112,6 +124,15 @@ class _Handler(BaseHTTPRequestHandler):
             st.seen_keys.append(got or "")
         if st.key is not None and got != st.key:
             self._error(401, f"Incorrect API key provided: {got}")
+            return None
+        with st.lock:
+            fault = st.faults.popleft() if st.faults else None
+            reply = status_fault(fault, st.retry_after) if fault else None
+            if reply is not None:
+                st.calls["faulted"] += 1
+        if reply is not None:
+            status, data, headers = reply
+            self._reply(status, data, headers=headers)
             return None
         return path, query
 
@@ -369,6 +390,14 @@ class BatchServer(LoopbackServer):
     def calls(self) -> Counter[str]:
         with self.state.lock:
             return Counter(self.state.calls)
+
+    def fail_next(self, *faults: str) -> None:
+        """Answer the next requests with these status faults (``"429"``, ``"500"``...)."""
+        unknown = [f for f in faults if status_fault(f, "0") is None]
+        if unknown:
+            raise ValueError(f"not status faults: {unknown}")
+        with self.state.lock:
+            self.state.faults.extend(faults)
 
     def live_files(self) -> list[str]:
         with self.state.lock:

@@ -138,7 +138,7 @@ def test_a_long_api_message_is_masked_before_it_is_cut() -> None:
     """A key straddling the 300-character cut of an API message leaves no prefix behind."""
     import json
 
-    from embedgen.providers.http_base import api_message
+    from embedgen.providers.transport import api_message
 
     key = "sk-SECRETPREFIX-straddles-the-cut-0123456789"
     Secret(key)

@@ -7,32 +7,28 @@ with a bearer key; request lines ``POST /v1/embeddings``. Azure OpenAI: the same
 under ``{resource}/openai/...?api-version=...`` with an ``api-key`` header; request lines
 ``POST /embeddings`` whose body names the (global batch) deployment as ``model``.
 
-Every call retries 429/5xx/timeouts/connection errors with exponential backoff and
-jitter (honouring ``Retry-After``), up to the provider's ``max_retries``; 400/401/403/404
-fail at once with the API's own message. Keys never appear in a message (``redact``).
+Every call goes through the providers' one HTTP transport
+(:class:`~embedgen.providers.transport.Transport`: the same status → error map as a
+synchronous request) and is retried by the same
+:class:`~embedgen.providers.transport.RetryPolicy` on 429/5xx/timeouts/connection errors,
+with full jitter and ``Retry-After`` honoured up to its clamp, up to the provider's
+``max_retries``; 400/401/403/404 fail at once with the API's own message. Keys never
+appear in a message (``redact``).
 """
 
 from __future__ import annotations
 
 import json
-import random
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from embedgen.errors import ConfigError, FatalProviderError, ProviderError
-from embedgen.providers.http_base import (
-    RETRYABLE_STATUS,
-    TransientProviderError,
-    api_message,
-    status_hint,
-)
-from embedgen.redact import Secret, redact
+from embedgen.providers.transport import RetryPolicy, Transport
+from embedgen.redact import Secret
 
 if TYPE_CHECKING:
-    import httpx
-
     from embedgen.config import ApiConfigBase
     from embedgen.providers.http_base import HttpProvider
 
@@ -72,7 +68,13 @@ class BatchClient:
         self._key = key
         self._sleep = sleep
         self.provider: HttpProvider = provider_class(name, cfg)(name, cfg, key)
-        self._client: httpx.Client | None = None
+        self._http = Transport(
+            name,
+            timeout=cfg.timeout,
+            key_env=cfg.api_key_env,
+            check="base_url, deployment and api_version",
+        )
+        self.retry = RetryPolicy(cfg.max_retries, cfg.backoff_base, cfg.backoff_max)
         self.polls_failed = 0
 
     # Routes ---------------------------------------------------------------------------
@@ -199,25 +201,10 @@ class BatchClient:
                 raise
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        self._http.close()
         self.provider.close()
 
     # Internals ------------------------------------------------------------------------
-    def _http(self) -> httpx.Client:
-        if self._client is None:
-            import httpx
-
-            t = self.cfg.timeout
-            self._client = httpx.Client(
-                timeout=httpx.Timeout(t, connect=min(10.0, t)),
-                headers={"User-Agent": "embedgen"},
-                follow_redirects=False,
-                trust_env=False,
-            )
-        return self._client
-
     def _call(
         self,
         method: str,
@@ -230,62 +217,16 @@ class BatchClient:
         **kwargs: Any,
     ) -> Any:
         """One call with retries; the parsed JSON reply (or bytes when ``raw``)."""
-        attempts = self.cfg.max_retries + 1
-        for attempt in range(attempts):
-            if attempt and before_retry is not None:
-                found = before_retry()
-                if found is not None:
-                    return found
-            try:
-                return self._once(method, path, what, transfer, raw, kwargs)
-            except TransientProviderError as exc:
-                if attempt + 1 >= attempts:
-                    raise
-                self._sleep(self._backoff(attempt, exc.retry_after))
-        raise AssertionError("unreachable")  # pragma: no cover
+        timeout = max(self.cfg.timeout, _TRANSFER_TIMEOUT) if transfer else None
 
-    def _once(
-        self, method: str, path: str, what: str, transfer: bool, raw: bool, kwargs: dict[str, Any]
-    ) -> Any:
-        import httpx
+        def attempt() -> Any:
+            url, headers = self.url(path), self.headers()
+            resp = self._http.send(
+                method, url, headers=headers, what=what, timeout=timeout, **kwargs
+            )
+            return resp.content if raw else self._http.json(resp, what)
 
-        from embedgen.providers.http_headers import parse_retry_after
-
-        if transfer:
-            t = max(self.cfg.timeout, _TRANSFER_TIMEOUT)
-            kwargs["timeout"] = httpx.Timeout(t, connect=min(10.0, self.cfg.timeout))
-        try:
-            resp = self._http().request(method, self.url(path), headers=self.headers(), **kwargs)
-        except httpx.TimeoutException:
-            raise TransientProviderError(
-                f"{self.name}: cannot {what}: no reply (timeout)"
-            ) from None
-        except httpx.TransportError as exc:
-            raise TransientProviderError(
-                f"{self.name}: cannot {what}: connection failed ({type(exc).__name__}: "
-                f"{redact(exc)})"
-            ) from None
-        status = resp.status_code
-        if status >= 300:
-            msg = f"{self.name}: cannot {what}: HTTP {status}: {api_message(resp.content)}"
-            if status in RETRYABLE_STATUS or status >= 500:
-                raise TransientProviderError(
-                    msg, retry_after=parse_retry_after(resp.headers), status=status
-                )
-            hint = status_hint(status, self.cfg.api_key_env, "base_url, deployment and api_version")
-            raise FatalProviderError(redact(msg + hint))
-        if raw:
-            return resp.content
-        try:
-            return resp.json()
-        except ValueError:
-            raise TransientProviderError(f"{self.name}: cannot {what}: malformed JSON") from None
-
-    def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(max(retry_after, 0.0), max(self.cfg.backoff_max, retry_after))
-        base = min(self.cfg.backoff_max, self.cfg.backoff_base * (2**attempt))
-        return base * (0.5 + random.random() / 2)
+        return self.retry.call(attempt, sleep=self._sleep, before_retry=before_retry)
 
 
 def _field(reply: Any, name: str, provider: str) -> str:

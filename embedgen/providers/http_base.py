@@ -1,71 +1,34 @@
 """One HTTP request per call: the shared part of every hosted API provider.
 
-:class:`HttpProvider` sends one batch as one request and maps every outcome in one
-place: a good response becomes an :class:`EmbedResult` (after checking count, dim and
-finiteness); 429/408/409/5xx, timeouts, connection errors and malformed bodies become
-:class:`TransientProviderError` (retryable, with the server's Retry-After); 400, 401,
-403, 404, 422 and other client errors become :class:`FatalProviderError` with the API's
-own message. Retries, limits and the breaker are the router's (:mod:`embedgen.router`).
+:class:`HttpProvider` sends one batch as one request through its
+:class:`~embedgen.providers.transport.Transport`, which maps every status in one place for
+the providers and the batch client alike. A good response becomes an :class:`EmbedResult`
+(after checking count, dim and finiteness); a malformed body is a
+:class:`TransientProviderError`. Retries, limits and the breaker are the router's
+(:mod:`embedgen.router`).
 """
 
 from __future__ import annotations
 
 import abc
-import json
 import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from embedgen.errors import (
-    ConfigError,
-    DimensionMismatch,
-    FatalProviderError,
-    ProviderError,
-    TransientProviderError,
-)
+from embedgen.errors import DimensionMismatch, ProviderError, TransientProviderError
 from embedgen.providers.base import Batch, EmbedResult, Provider, ProviderInfo, TextTokenizer
-from embedgen.providers.http_headers import RateLimitHeaders, parse_retry_after
-from embedgen.redact import Secret, header_problem, redact
+from embedgen.providers.http_headers import RateLimitHeaders
+from embedgen.providers.transport import Transport
+from embedgen.redact import Secret, redact
 
 if TYPE_CHECKING:
-    import httpx
     import numpy as np
 
     from embedgen.config import ApiConfigBase
 
-RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
-
 
 def _transient(message: str, **kw: Any) -> TransientProviderError:
     return TransientProviderError(redact(message), **kw)
-
-
-def status_hint(status: int, key_env: str | None, endpoint: str) -> str:
-    """What to check after a refused request: the key (401, 403) or the ``endpoint`` (404)."""
-    return {
-        401: f" (check the key in ${key_env})",
-        403: f" (check the key in ${key_env} and its permissions)",
-        404: f" (check {endpoint})",
-    }.get(status, "")
-
-
-def api_message(body: bytes, limit: int = 300) -> str:
-    """The error text an API put in its body (OpenAI, Azure, Voyage, Cohere, Mistral)."""
-    text = body.decode("utf-8", "replace")
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return " ".join(redact(text).split())[:limit] or "(empty body)"
-    msg: Any = data
-    if isinstance(data, dict):
-        err = data.get("error")
-        if isinstance(err, dict):
-            msg = err.get("message") or err
-        elif isinstance(err, str):
-            msg = err
-        else:
-            msg = data.get("message") or data.get("detail") or data
-    return " ".join(redact(msg).split())[:limit]  # masked before it is cut
 
 
 def native_rows(rows: Any, dtype: str | None) -> Any:
@@ -134,7 +97,13 @@ class HttpProvider(Provider, abc.ABC):
         self.native = output_dtype if output_dtype in self.native_dtypes else None
         """The API's own int8/uint8/binary/ubinary answer, read back to float (cached so:
         the fingerprint says which), or None for float vectors."""
-        self._client: httpx.Client | None = None
+        self._http = Transport(
+            name,
+            timeout=cfg.timeout,
+            key_env=cfg.api_key_env,
+            check="base_url, model and deployment",
+            connections=cfg.max_concurrency,
+        )
         self._lock = threading.Lock()
         self._tokenizer: TextTokenizer | None = None
         dim = cfg.expected_dim()
@@ -199,66 +168,16 @@ class HttpProvider(Provider, abc.ABC):
                 self._tokenizer = api_tokenizer(self.cfg.kind, self.cfg.tokenizer)
             return self._tokenizer
 
-    def client(self) -> httpx.Client:
-        with self._lock:
-            if self._client is None:
-                import httpx
-
-                n = self.cfg.max_concurrency
-                self._client = httpx.Client(
-                    timeout=httpx.Timeout(self.cfg.timeout, connect=min(10.0, self.cfg.timeout)),
-                    limits=httpx.Limits(max_connections=n + 2, max_keepalive_connections=n),
-                    headers={"User-Agent": "embedgen"},
-                    follow_redirects=False,
-                    trust_env=False,
-                )
-            return self._client
-
     def embed_batch(self, batch: Batch) -> EmbedResult:
-        import httpx
-
         n = len(batch)
         if n == 0:
             import numpy as np
 
             return EmbedResult(np.zeros((0, self.dim), dtype=np.float32), 0)
-        headers = self.auth_headers()
-        for value in headers.values():
-            problem = header_problem(value)
-            if problem is not None:
-                raise ConfigError(
-                    f"{self.name}: the API key in {self.cfg.api_key_env} cannot be sent in "
-                    f"an HTTP header ({problem})"
-                )
-        try:
-            resp = self.client().post(
-                self.url(), json=self.payload(list(batch.texts)), headers=headers
-            )
-        except httpx.TimeoutException:
-            raise _transient(
-                f"{self.name}: no reply within {self.cfg.timeout:g}s (timeout)"
-            ) from None
-        except httpx.TransportError as exc:
-            raise _transient(
-                f"{self.name}: connection failed ({type(exc).__name__}: {redact(exc)})"
-            ) from None
+        body = self.payload(list(batch.texts))
+        resp = self._http.send("POST", self.url(), json=body, headers=self.auth_headers())
         rl = RateLimitHeaders.parse(resp.headers)
-        status = resp.status_code
-        if status != 200:
-            msg = f"{self.name}: HTTP {status}: {api_message(resp.content)}"
-            if status in RETRYABLE_STATUS or status >= 500:
-                raise _transient(
-                    msg,
-                    retry_after=parse_retry_after(resp.headers),
-                    status=status,
-                    rate_limits=rl,
-                )
-            hint = status_hint(status, self.cfg.api_key_env, "base_url, model and deployment")
-            raise FatalProviderError(redact(msg + hint))
-        try:
-            data = resp.json()
-        except ValueError:
-            raise _transient(f"{self.name}: malformed JSON in the response") from None
+        data = self._http.json(resp)
         try:
             rows, usage = self.read(data, n)
         except (KeyError, IndexError, TypeError, ValueError) as exc:
@@ -289,10 +208,7 @@ class HttpProvider(Provider, abc.ABC):
         )
 
     def close(self) -> None:
-        with self._lock:
-            if self._client is not None:
-                self._client.close()
-                self._client = None
+        self._http.close()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, model={self.cfg.model!r})"

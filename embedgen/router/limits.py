@@ -3,18 +3,21 @@
 All are thread-safe (the pipeline calls a provider from several threads) and take a
 ``clock`` so tests can drive time. :class:`TokenBucket` meters requests/min and
 tokens/min and can be tightened from ``x-ratelimit-*`` headers;
-:class:`RetryPolicy` gives exponential backoff with full jitter that honours
-``Retry-After``; :class:`CircuitBreaker` stops sending to a provider that keeps failing.
+:class:`RetryPolicy` gives exponential backoff with full jitter that honours a clamped
+``Retry-After`` (it lives with the HTTP transport, :mod:`embedgen.providers.transport`,
+which the batch client shares); :class:`CircuitBreaker` stops sending to a provider that
+keeps failing.
 """
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
+
+from embedgen.providers.transport import RetryPolicy as RetryPolicy  # the router's policy
 
 Clock = Callable[[], float]
 
@@ -133,28 +136,6 @@ class TokenBucket:
                 if remaining <= 0 and reset_s is not None and reset_s > 0:
                     # Nothing left until the server's window resets: owe that much time.
                     self._level = min(self._level, -reset_s * self.rate)
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Exponential backoff with full jitter, honouring a server's Retry-After."""
-
-    max_retries: int = 6
-    base: float = 0.5
-    cap: float = 60.0
-    max_retry_after: float = 600.0
-    """A Retry-After longer than this is clamped (a server asking for an hour is broken)."""
-
-    def delay(
-        self, retry: int, retry_after: float | None = None, rng: random.Random | None = None
-    ) -> float:
-        """Seconds to wait before retry number ``retry`` (1-based)."""
-        r = rng or random
-        backoff = r.uniform(0.0, min(self.cap, self.base * (2.0 ** (retry - 1))))
-        if retry_after is not None:
-            # The server knows when it can take us again; a little jitter spreads threads.
-            return min(self.max_retry_after, retry_after) + r.uniform(0.0, min(self.base, 0.05))
-        return backoff
 
 
 class CircuitBreaker:
