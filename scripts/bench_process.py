@@ -117,7 +117,8 @@ def measure(input_path: Path, fp32: Path, rounds: int, sizes: tuple[int, ...]) -
                         counts = json.loads(stdout.strip().splitlines()[-1])
                 # each round as it ends: a run cut short by a time limit still shows its rounds
                 said = f"embedgen {ours[-1]:.2f} s, fp32 loop {ref[-1]:.2f} s"
-                print(f"  {n:,} texts, round {r + 1}: {said} ({ref[-1] / ours[-1]:.2f}x)", flush=True)
+                ratio = ref[-1] / ours[-1]
+                print(f"  {n:,} texts, round {r + 1}: {said} ({ratio:.2f}x)", flush=True)
             chunks, tokens, vectors = _output_counts(out)
             cos = (vectors * np.load(vec)).sum(axis=1)
             a, b = statistics.median(ours), statistics.median(ref)
