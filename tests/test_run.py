@@ -582,3 +582,25 @@ def test_one_name_per_model_that_model_takes_back(write_parquet, tmp_path: Path)
                     dtype="float32")  # fmt: skip
     fp = model_fingerprint(default_model(), **settings)
     assert f"model={KEY_NAMES[name]}|" in fp  # the key made before the rename
+
+
+def test_reading_a_large_parquet_file_keeps_arrow_memory_bounded(tmp_path: Path) -> None:
+    """Reading row group after row group holds one group's buffers at a time: iterating the
+    whole file kept every pre-buffered group (Arrow memory grew with the input, #23)."""
+    import pyarrow as pa
+
+    from embedgen.pipeline.read import ReadOptions, read_documents
+
+    path = tmp_path / "big.parquet"
+    text = "a sentence of about one hundred characters, repeated to fill the row groups. " * 2
+    with pq.ParquetWriter(path, pa.schema([("id", pa.int64()), ("text", pa.string())])) as w:
+        for g in range(24):
+            ids = list(range(g * 4000, (g + 1) * 4000))
+            w.write_table(pa.table({"id": ids, "text": [f"{i} {text}" for i in ids]}))
+    group_bytes = pq.ParquetFile(path).metadata.row_group(0).total_byte_size
+    before, most, rows = pa.total_allocated_bytes(), 0, 0
+    for docs in read_documents([path], ReadOptions(id_column="id")):
+        rows += docs.rows
+        most = max(most, pa.total_allocated_bytes() - before)
+    assert rows == 24 * 4000
+    assert most < 4 * group_bytes, (most, group_bytes)  # iterating the file: ~24 groups

@@ -195,7 +195,7 @@ def _read_parquet(path: Path, opts: ReadOptions, row0: int) -> Iterator[DocBatch
     columns = list(dict.fromkeys(wanted))
     row = row0
     try:
-        for rb in pf.iter_batches(batch_size=opts.batch_rows, columns=columns):
+        for rb in _batches(pf, opts.batch_rows, columns):
             n = rb.num_rows
             skips: list[Skip] = []
             texts = _texts(rb.column(opts.text_column), path, row, skips)
@@ -219,6 +219,17 @@ def _read_parquet(path: Path, opts: ReadOptions, row0: int) -> Iterator[DocBatch
         raise DataError(
             f"{path}: corrupt Parquet data after row {row} ({_first_line(exc)})"
         ) from None
+
+
+def _batches(pf: Any, size: int, columns: list[str]) -> Iterator[Any]:
+    """The record batches of ``pf``, one row group at a time.
+
+    ``iter_batches`` over the whole file pre-buffers each row group it reaches and keeps
+    them all until the file is done: the run's own memory grew with the input (Arrow held
+    92 MB after 1,000,000 short rows, #23). Per row group, each group's buffers go with it.
+    """
+    for group in range(pf.num_row_groups):
+        yield from pf.iter_batches(batch_size=size, columns=columns, row_groups=[group])
 
 
 def _texts(column: Any, path: Path, row: int, skips: list[Skip]) -> list[str | None]:
