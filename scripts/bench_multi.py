@@ -13,7 +13,7 @@ exactly the server's vectors, fp32 and int8 by cosine to the single-model run on
 cut alike, and every chunk's text within every model's limit by its own tokenizer.
 
     python scripts/make_corpus.py --out bench-data
-    python scripts/bench_multi.py --short bench-data/short_20k.parquet \\
+    python scripts/bench_multi.py --short bench-data/short_20k.parquet --fp32 FP32_FOLDER \\
         --long bench-data/long.parquet --long-limit 200
 """
 
@@ -86,6 +86,7 @@ def check(multi: Path, singles: dict[str, Path]) -> dict[str, object]:
 
 
 def bench(corpus: Path, limit: int | None, server: ApiServer, work: Path) -> dict[str, object]:
+    """The single-model runs and the multi-model run of ``corpus``, timed and checked."""
     cfg = work / "c.toml"
     cfg.write_text(f'[providers.api]\nkind = "openai_compatible"\nbase_url = "{server.url}/v1"\n'
                    f'model = "{MODEL}"\ndim = 8\napi_key_env = "EG_KEY"\n'
@@ -123,7 +124,15 @@ def main() -> None:
     parser.add_argument("--long", type=Path)
     parser.add_argument("--short-limit", type=int)
     parser.add_argument("--long-limit", type=int)
+    parser.add_argument(
+        "--fp32",
+        type=Path,
+        help="an fp32 MiniLM folder for the fp32 slot "
+        "(scripts/export_fp32.py; default: the packaged default as shipped)",
+    )
     args = parser.parse_args()
+    if args.fp32:
+        SLOTS["fp32"] = str(args.fp32)
     report = []
     with ApiServer("openai", key=KEY, dim=8, model=MODEL) as server:
         runs = [(args.short, args.short_limit)]
