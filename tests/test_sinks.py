@@ -297,3 +297,46 @@ def test_search_of_a_store_with_a_filter(tmp_path: Path, pg_dsn: str) -> None:
 def test_search_of_a_missing_target(tmp_path: Path) -> None:
     r = runner.invoke(app, ["search", f"lancedb:{tmp_path / 'none'}", "x"])
     assert r.exit_code == 2 and "has no table" in r.output, r.output
+
+
+def test_cost_estimate_into_a_sink_prices_only_what_changed(tmp_path: Path) -> None:
+    """`cost-estimate -o SINK`: the documents the sink holds unchanged cost nothing, as a
+    run into it would skip them (#18); a sink of another model, or several providers, is
+    refused with a one-line reason."""
+    db = tmp_path / "lance"
+    cfg = tmp_path / "run.toml"
+    cfg.write_text('[run]\nid_column = "id"\nmax_tokens = 16\n')
+    first = write(tmp_path, corpus(40))
+    assert (
+        runner.invoke(app, ["run", str(first), "-c", str(cfg), "-o", f"lancedb:{db}"]).exit_code
+        == 0
+    )
+    second = write(tmp_path, corpus(40, changed=(5, 7)), "c2.jsonl")
+
+    def estimate(*extra: str) -> dict[str, Any]:
+        args = ["cost-estimate", str(second), "-c", str(cfg), "--provider", "local:default",
+                "--cache-dir", str(tmp_path / "empty-cache"), "--json", *extra]  # fmt: skip
+        r = runner.invoke(app, args)
+        assert r.exit_code == 0, r.output
+        return json.loads(r.stdout)
+
+    whole = estimate()["providers"][0]
+    synced = estimate("-o", f"lancedb:{db}")
+    only = synced["providers"][0]
+    assert synced["sink"] == f"lancedb:{db} (table chunks)"
+    assert (whole["unchanged_in_sink"], only["unchanged_in_sink"]) == (0, 38)
+    changed = [d for d in corpus(40, changed=(5, 7)) if d["n"] in (5, 7)]
+    alone = write(tmp_path, changed, "changed.jsonl")
+    args = ["cost-estimate", str(alone), "-c", str(cfg), "--provider", "local:default",
+            "--cache-dir", str(tmp_path / "empty-cache"), "--json"]  # fmt: skip
+    just_those = json.loads(runner.invoke(app, args).stdout)["providers"][0]
+    assert (only["chunks"], only["tokens"]) == (just_those["chunks"], just_those["tokens"])
+    assert only["tokens"] < whole["tokens"] / 10
+
+    r = run(str(second), "-c", str(cfg), "-o", f"lancedb:{db}")  # the run agrees
+    assert "38 documents unchanged, 2 written" in r.output, r.output
+    two = runner.invoke(app, ["cost-estimate", str(second), "-o", f"lancedb:{db}"])
+    assert two.exit_code == 2 and "price that one provider" in two.output, two.output
+    other = runner.invoke(app, ["cost-estimate", str(second), "-c", str(cfg), "--provider",
+                                "local:default-original", "-o", f"lancedb:{db}"])  # fmt: skip
+    assert other.exit_code == 2 and "Traceback" not in other.output, other.output

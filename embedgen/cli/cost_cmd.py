@@ -32,6 +32,16 @@ def cost_estimate(
     cache_dir: Path | None = typer.Option(
         None, "--cache-dir", help="Vector cache whose chunks cost nothing [default: as run]."
     ),
+    output: str | None = typer.Option(
+        None,
+        "--output",
+        "-o",
+        help="The sink a run would write (lancedb:PATH or "
+        "postgresql://...): the documents it holds unchanged cost nothing.",
+    ),
+    table: str | None = typer.Option(
+        None, "--table", help="The sink's table, as for run [default: chunks]."
+    ),
 ) -> None:
     """Count tokens with each provider's tokenizer and price them, minus cached chunks."""
     from embedgen.pipeline.cost import estimate_cost
@@ -43,6 +53,8 @@ def cost_estimate(
         sample=sample,
         text_column=text_column,
         cache_dir=cache_dir,
+        output=output,
+        table=table,
     )
     if as_json:
         typer.echo(json.dumps(report, indent=2))
@@ -62,6 +74,9 @@ def _print(report: dict[str, Any]) -> None:
     title = f"{report['input']}: {report['documents']:,} documents"
     if report["extrapolated"]:
         title += f" (extrapolated from the first {report['sample_documents']:,})"
+    if "sink" in report:
+        unchanged = report["providers"][0]["unchanged_in_sink"]
+        title += f", {unchanged:,} unchanged in {report['sink']} (cost nothing)"
     # One column per provider, one row per figure: it fits 80 columns with a few
     # providers (ten figures side by side were cut to "prov…" and "$0.").
     rows = report["providers"]

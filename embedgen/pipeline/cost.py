@@ -24,8 +24,13 @@ def estimate_cost(
     sample: int | None = None,
     text_column: str | None = None,
     cache_dir: str | Path | None = None,
+    output: str | None = None,
+    table: str | None = None,
 ) -> dict[str, Any]:
     """What embedding ``input`` would cost with each provider, as ``--json`` prints it.
+
+    ``output`` (and ``table``): the sink a run would write; the documents it holds
+    unchanged cost nothing (one provider, the model the sink holds).
 
     A config with ``[slots]`` (and no ``providers`` given) prices each slot as the run would
     embed it, on the run's shared chunks, capped by the slot's ``max_cost_usd``, and the
@@ -46,6 +51,7 @@ def estimate_cost(
                                  "cache_dir": str(cache_dir) if cache_dir else None})  # fmt: skip
     paths = discover_inputs(input)
     targets = []
+    sink_target: Any = None
     slots = list(cfg.slots) if not providers else []
     accounts: dict[str, str] = {}
     """Target name -> the provider whose budget it spends (a slot's first member)."""
@@ -60,13 +66,19 @@ def estimate_cost(
         else:
             for name, pcfg in provider_configs(cfg, list(providers or [])):
                 targets.append(build_target(cfg, name, pcfg))
+        sink = _open_sink(output, table, targets, cfg)
+        sink_target = sink.target if sink is not None else None  # str() shows no password
         cache = _open_cache_readonly(cfg)
         try:
             limit = sample if sample is not None else cfg.run.limit
-            counted = count(paths, targets, cfg, cache=cache, limit=limit, shared=bool(slots))
+            sieve = _sieve(sink, targets[0], cfg) if sink is not None else None
+            counted = count(paths, targets, cfg, cache=cache, limit=limit, shared=bool(slots),
+                            sieve=sieve)  # fmt: skip
         finally:
             if cache is not None:
                 cache.close()
+            if sink is not None:
+                sink.close()
     finally:
         for t in targets:
             if t.provider is not None:
@@ -94,12 +106,46 @@ def estimate_cost(
         **extra,
         "input": str(input),
         "documents": total,
+        **({"sink": str(sink_target)} if sink_target is not None else {}),
         "sample_documents": counted.documents if extrapolated else None,
         "extrapolated": extrapolated,
         "prices_as_of": PRICES_AS_OF,
         "providers": rows,
         "seconds": round(time.perf_counter() - started, 2),
     }
+
+
+def _open_sink(output: str | None, table: str | None, targets: list[Any], cfg: Config) -> Any:
+    """The sink ``output`` names, checked against the one provider priced; None otherwise."""
+    from embedgen.errors import UsageError
+    from embedgen.sinks import Target
+
+    if output is None:
+        return None
+    target = Target.parse(output, table)
+    if not target.is_sink:
+        return None  # a Parquet output: nothing in it is reused
+    if len(targets) != 1:
+        raise UsageError(
+            f"-o {output}: a sink holds one model's vectors; price that one provider "
+            "(--provider NAME or a config with one provider)"
+        )
+    from embedgen.pipeline.sink_write import SinkRun
+
+    info = targets[0].info
+    meta = {"model": info.model, "fingerprint": info.fingerprint, "dim": str(info.dim),
+            "dtype": cfg.run.dtype}  # fmt: skip
+    return SinkRun(target, meta, overwrite=False, prune=False, index=False)
+
+
+def _sieve(sink: Any, t: Any, cfg: Config) -> Any:
+    """The sink's test of unchanged documents, for documents cut as ``run`` would cut them."""
+    from embedgen.cache import fingerprint_id
+    from embedgen.pipeline.windows import make_chunker
+
+    return sink.sieve_for(
+        fingerprint_id(t.info.fingerprint), make_chunker(t.tokenizer, t.info, cfg.run)
+    )
 
 
 def _open_cache_readonly(cfg: Config) -> Any:

@@ -50,17 +50,21 @@ class Tally:
 class Counted:
     documents: int = 0
     skipped: int = 0
+    unchanged: int = 0
+    """Documents the sink holds unchanged (``-o SINK``): not chunked, looked up or paid."""
     tallies: dict[str, Tally] = field(default_factory=dict)
 
 
 def count(
     paths: list[Path], targets: list[Target], cfg: Config, *, cache: Any = None,
-    limit: int | None = None, shared: bool = False,
+    limit: int | None = None, shared: bool = False, sieve: Sieve | None = None,
 ) -> Counted:  # fmt: skip
     """Stream the corpus (first ``limit`` documents) and count chunks, tokens and requests.
 
     ``shared``: the targets are the model slots of one run, chunked together as ``run``
     chunks them (one cut that fits every slot); otherwise each provider is chunked alone.
+    ``sieve``: a sink's (:meth:`~embedgen.pipeline.sink_write.SinkRun.sieve`): the
+    documents it holds unchanged are taken out first, as ``run`` takes them out.
     """
     from embedgen.cache import cache_keys, fingerprint_id
     from embedgen.pipeline.batch import plan_batches
@@ -69,9 +73,10 @@ def count(
     out = Counted(tallies={t.name: Tally() for t in targets})
     cross_window = cfg.run.use_cache  # without the cache, run dedupes within a window only
     chunked = _chunked_shared(targets, cfg.run.overlap) if shared else _chunked_alone(targets)
-    for texts, skipped, rows in _windows(paths, cfg, limit):
+    for texts, skipped, rows, unchanged in _windows(paths, cfg, limit, sieve):
         out.documents += rows
         out.skipped += skipped
+        out.unchanged += unchanged
         if not texts:
             continue
         for members, chunks in chunked(texts):
@@ -117,8 +122,12 @@ def count(
 
 
 if TYPE_CHECKING:
+    from embedgen.pipeline.read import DocBatch
+
     Chunked = Callable[[list[str]], Iterator[tuple[list[Target], list[Chunk]]]]
     """Texts of a window -> (targets, their chunks) per chunking."""
+    Sieve = Callable[[DocBatch], tuple[DocBatch, int]]
+    """Documents -> those a sink does not hold unchanged, and how many it does."""
 
 
 def _chunked_alone(targets: list[Target]) -> Chunked:
@@ -153,21 +162,30 @@ def _chunked_shared(targets: list[Target], overlap: int) -> Chunked:
 
 
 def _windows(
-    paths: list[Path], cfg: Config, limit: int | None
-) -> Iterator[tuple[list[str], int, int]]:
-    """(texts to embed, documents skipped, documents) per document window of ``run``.
+    paths: list[Path], cfg: Config, limit: int | None, sieve: Sieve | None = None
+) -> Iterator[tuple[list[str], int, int, int]]:
+    """(texts to embed, documents skipped, documents, documents unchanged in the sink) per
+    document window of ``run``.
 
     The run's own reading and skip rules; the texts are chunked by the caller, once per
     tokenizer and chunk size.
     """
     from embedgen.pipeline.read import ReadOptions
-    from embedgen.pipeline.windows import limited, select
+    from embedgen.pipeline.windows import limited, read_options, select
 
-    opts = ReadOptions(text_column=cfg.run.text_column, on_error=cfg.run.on_error,
-                       batch_rows=cfg.run.sort_window)  # fmt: skip
+    opts = (
+        read_options(cfg.run)  # ids and kept columns: a sink's fingerprints need them
+        if sieve is not None
+        else ReadOptions(text_column=cfg.run.text_column, on_error=cfg.run.on_error,
+                         batch_rows=cfg.run.sort_window)
+    )  # fmt: skip
     for docs in limited(paths, opts, limit):
+        rows = len(docs.texts) + len(docs.skips)
+        unchanged = 0
+        if sieve is not None:
+            docs, unchanged = sieve(docs)
         valid, skips = select(docs)
-        yield [docs.texts[i] for i in valid], len(skips), len(docs.texts) + len(docs.skips)  # type: ignore[misc]
+        yield [docs.texts[i] for i in valid], len(skips), rows, unchanged  # type: ignore[misc]
 
 
 def _warm_up(t: Target, tally: Tally, chunks: list[Chunk], overhead: int) -> None:
@@ -279,6 +297,7 @@ def row(
         "model": t.info.model,
         "documents": round(counted.documents * scale),
         "skipped": round(counted.skipped * scale),
+        "unchanged_in_sink": round(counted.unchanged * scale),
         "chunks": round(tally.chunks * scale),
         "cached_chunks": round(tally.cached * scale),
         "cached_pct": round(100 * tally.cached / tally.chunks, 2) if tally.chunks else 0.0,
