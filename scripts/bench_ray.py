@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 
 _CHUNKS = re.compile(r"chunks:\s+([\d,]+)")
+TARGET = 0.8
+"""Ray over local throughput that #19 asks for on 2 cores (the earlier issue asked 0.7)."""
 
 
 def run_once(input: Path, out: Path, extra: list[str]) -> tuple[float, int]:
@@ -55,14 +57,14 @@ def measure(input: Path, workers: int, repeat: int = 1) -> dict[str, float]:
 
 
 def report(r: dict[str, float], workers: int) -> str:
-    verdict = "meets" if r["ratio"] >= 0.7 else "misses"
+    verdict = "meets" if r["ratio"] >= TARGET else "misses"
     return "\n".join(
         [
             f"local engine: {r['local_s']:.1f}s "
             f"({r['local_chunks_per_s']:,.0f} chunks/s, whole process)",
             f"ray engine ({workers} workers): {r['ray_s']:.1f}s "
             f"({r['ray_chunks_per_s']:,.0f} chunks/s)",
-            f"ray / local throughput: {r['ratio']:.2f}x ({verdict} >= 0.7)",
+            f"ray / local throughput: {r['ratio']:.2f}x ({verdict} >= {TARGET})",
         ]
     )
 
