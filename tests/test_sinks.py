@@ -340,3 +340,35 @@ def test_cost_estimate_into_a_sink_prices_only_what_changed(tmp_path: Path) -> N
     other = runner.invoke(app, ["cost-estimate", str(second), "-c", str(cfg), "--provider",
                                 "local:default-original", "-o", f"lancedb:{db}"])  # fmt: skip
     assert other.exit_code == 2 and "Traceback" not in other.output, other.output
+
+
+def test_a_lost_database_connection_is_one_line_and_a_rerun_finishes(
+    pg_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server drops the run's connection mid-load (pg_terminate_backend, as a restart or
+    a failover would): one error line, exit 1, no traceback; the same command again leaves
+    the table equal to a fresh full run's (#18, exactly once under faults)."""
+    import psycopg
+
+    from embedgen.sinks.pg import PgSink
+
+    cfg = tmp_path / "run.toml"
+    cfg.write_text("[run]\nsort_window = 8\n")
+    source = write(tmp_path, corpus(60))
+    real, calls = PgSink._write, []
+
+    def dropped(self: PgSink, table: Any, replace: list[Any]) -> None:
+        calls.append(1)
+        if len(calls) == 3:  # the third window: two are committed, the rest to come
+            with psycopg.connect(pg_dsn, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (self.conn.info.backend_pid,))
+        real(self, table, replace)
+
+    monkeypatch.setattr(PgSink, "_write", dropped)
+    r = run(str(source), "-o", pg_dsn, "-c", str(cfg))
+    assert r.exit_code == 1, r.output
+    assert "lost the connection to" in r.output and "Traceback" not in r.output, r.output
+    monkeypatch.setattr(PgSink, "_write", real)
+    r = run(str(source), "-o", pg_dsn, "-c", str(cfg))
+    assert r.exit_code == 0, r.output
+    assert_same_rows(pg_rows(pg_dsn), fresh(tmp_path, source))
