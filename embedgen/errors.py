@@ -52,6 +52,11 @@ class Kept:
     cache: str | None = None
     """Where the cache is."""
 
+    @property
+    def says_rerun(self) -> bool:
+        """The note ends by saying to re-run (only cached chunks were kept, no rows)."""
+        return self.partial is None and bool(self.committed)
+
     def __str__(self) -> str:
         if self.committed is None:
             return f"rows written so far are in {self.partial}" if self.partial else ""
@@ -60,7 +65,7 @@ class Kept:
         if self.partial is not None:
             note = f"rows written so far are in {self.partial}"
             return note + (f"; {where}" if where else "")
-        if where:
+        if self.says_rerun:
             return f"no rows were written yet; {where}: re-run the same command to go on"
         return "nothing was embedded yet"
 

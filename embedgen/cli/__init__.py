@@ -34,9 +34,10 @@ class _Group(TyperGroup):
                 (warn if exc.warning else error)(str(exc))
                 raise typer.Exit(exc.exit_code) from None
             except KeyboardInterrupt as exc:  # a run notes what it kept (errors.Kept)
-                note = str(getattr(exc, "kept", "") or "")
+                kept = getattr(exc, "kept", None)
+                note = str(kept or "")
                 said = f"interrupted ({note})" if note else "interrupted"
-                if "re-run" not in note:  # the note says it when nothing was written yet
+                if kept is None or not kept.says_rerun:
                     said += "; re-run the same command to go on"
                 error(said)
                 raise typer.Exit(130) from None

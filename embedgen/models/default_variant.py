@@ -30,7 +30,6 @@ from embedgen.models.variants import QuantSettings, default_settings
 
 log = logging.getLogger("embedgen")
 
-VARIANT_NAME = DEFAULT_NAME
 FOLDER_NAME = "all-MiniLM-L6-v2-qint8"
 """Where the variant is built under ``models/.default`` (kept from before the rename, so an
 existing build is reused)."""
@@ -179,7 +178,7 @@ def _build(
     record = expected | {
         "sha256": sha,
         "stat": _stamp(folder / "model.onnx"),
-        "name": VARIANT_NAME,
+        "name": DEFAULT_NAME,
         "graph_optimization": GRAPH_OPTIMIZATION,
         "built_by": f"embedgen {__version__}, onnxruntime {onnxruntime.__version__}",
     }

@@ -172,7 +172,7 @@ def default_model(*, announce: bool = True) -> ModelSpec:
     )
     return replace(
         original,
-        name=default_variant.VARIANT_NAME,
+        name=DEFAULT_NAME,
         folder=folder,
         onnx_path=prepared.onnx_path,
         sha256=prepared.sha256,

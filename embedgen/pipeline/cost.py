@@ -51,7 +51,7 @@ def estimate_cost(
                                  "cache_dir": str(cache_dir) if cache_dir else None})  # fmt: skip
     paths = discover_inputs(input)
     targets = []
-    sink_target: Any = None
+    sink: Any = None
     slots = list(cfg.slots) if not providers else []
     accounts: dict[str, str] = {}
     """Target name -> the provider whose budget it spends (a slot's first member)."""
@@ -67,7 +67,6 @@ def estimate_cost(
             for name, pcfg in provider_configs(cfg, list(providers or [])):
                 targets.append(build_target(cfg, name, pcfg))
         sink = _open_sink(output, table, targets, cfg)
-        sink_target = sink.target if sink is not None else None  # str() shows no password
         cache = _open_cache_readonly(cfg)
         try:
             limit = sample if sample is not None else cfg.run.limit
@@ -106,7 +105,7 @@ def estimate_cost(
         **extra,
         "input": str(input),
         "documents": total,
-        **({"sink": str(sink_target)} if sink_target is not None else {}),
+        **({"sink": str(sink.target)} if sink is not None else {}),  # str(): no password
         "sample_documents": counted.documents if extrapolated else None,
         "extrapolated": extrapolated,
         "prices_as_of": PRICES_AS_OF,
@@ -130,11 +129,9 @@ def _open_sink(output: str | None, table: str | None, targets: list[Any], cfg: C
             f"-o {output}: a sink holds one model's vectors; price that one provider "
             "(--provider NAME or a config with one provider)"
         )
-    from embedgen.pipeline.sink_write import SinkRun
+    from embedgen.pipeline.sink_write import SinkRun, sink_meta
 
-    info = targets[0].info
-    meta = {"model": info.model, "fingerprint": info.fingerprint, "dim": str(info.dim),
-            "dtype": cfg.run.dtype}  # fmt: skip
+    meta = sink_meta(targets[0].info, cfg.run)
     return SinkRun(target, meta, overwrite=False, prune=False, index=False)
 
 

@@ -170,15 +170,13 @@ def _windows(
     The run's own reading and skip rules; the texts are chunked by the caller, once per
     tokenizer and chunk size.
     """
-    from embedgen.pipeline.read import ReadOptions
+    from dataclasses import replace
+
     from embedgen.pipeline.windows import limited, read_options, select
 
-    opts = (
-        read_options(cfg.run)  # ids and kept columns: a sink's fingerprints need them
-        if sieve is not None
-        else ReadOptions(text_column=cfg.run.text_column, on_error=cfg.run.on_error,
-                         batch_rows=cfg.run.sort_window)
-    )  # fmt: skip
+    opts = read_options(cfg.run)
+    if sieve is None:  # only a sink's fingerprints need the ids and the kept columns
+        opts = replace(opts, id_column=None, keep=())
     for docs in limited(paths, opts, limit):
         rows = len(docs.texts) + len(docs.skips)
         unchanged = 0

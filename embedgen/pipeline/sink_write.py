@@ -41,10 +41,14 @@ def open_sink_run(spec: Any, info: Any) -> SinkRun | None:
             f"a sink stores float32 or float16 vectors; --vector-dtype {run.vector_dtype} "
             "writes Parquet only"
         )
-    meta = {"model": info.model, "fingerprint": info.fingerprint, "dim": str(info.dim),
+    return SinkRun(spec.sink, sink_meta(info, run), overwrite=out.overwrite,
+                   prune=out.mode == "sync", index=out.index)  # fmt: skip
+
+
+def sink_meta(info: Any, run: Any) -> dict[str, str]:
+    """What a sink table must have been written with for a run of ``info`` to go on in it."""
+    return {"model": info.model, "fingerprint": info.fingerprint, "dim": str(info.dim),
             "dtype": run.dtype}  # fmt: skip
-    return SinkRun(spec.sink, meta, overwrite=out.overwrite, prune=out.mode == "sync",
-                   index=out.index)  # fmt: skip
 
 
 def sink_writer(
