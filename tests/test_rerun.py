@@ -173,6 +173,40 @@ def test_a_text_new_in_several_held_windows_is_embedded_once(tmp_path: Path) -> 
         assert np.array_equal(vecs[i], vecs[1])
 
 
+def test_windows_with_nothing_to_embed_are_written_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only windows after one with a miss wait for it: held, a fully cached stretch of a
+    large corpus sat beside the loaded model (+81 MB of 1,000,000 rows, #23)."""
+    from embedgen.pipeline.run import LocalRun
+
+    texts = [f"document {i} is about topic {i % 7}" for i in range(64)]
+    opts = {"quiet": True, "id_column": "id", "sort_window": 8, "model": ORIGINAL}
+    embedgen.embed_corpus(_corpus(tmp_path / "a.parquet", texts), tmp_path / "a.out.parquet", **opts)
+    held: list[int] = []
+    original = LocalRun._flush
+
+    def recording(self: LocalRun) -> None:
+        if self._held:
+            held.append(len(self._held))
+        original(self)
+
+    monkeypatch.setattr(LocalRun, "_flush", recording)
+    changed = [*texts[:60], "a new sentence near the end", *texts[61:]]
+    src = _corpus(tmp_path / "b.parquet", changed)
+    summary = embedgen.embed_corpus(src, tmp_path / "b.out.parquet", **opts)
+    assert (summary.computed, summary.cached) == (1, 63)
+    assert len(held) > 1 and max(held) == 1  # before: all eight windows held to the end
+    fresh = embedgen.embed_corpus(
+        src, tmp_path / "c.out.parquet", **{**opts, "cache_dir": str(tmp_path / "c")}
+    )
+    assert fresh.computed == 64
+    (rerun, rerun_vecs), (full, full_vecs) = _rows(tmp_path / "b.out.parquet"), _rows(
+        tmp_path / "c.out.parquet"
+    )
+    assert rerun.equals(full) and np.array_equal(rerun_vecs, full_vecs)
+
+
 def test_the_model_loads_in_the_background_once_a_miss_is_likely(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

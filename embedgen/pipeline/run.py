@@ -167,7 +167,9 @@ def open_cache(run: RunConfig) -> Any:
 
 MIN_MISSES = 256
 """Windows are held until this many chunks (at most half a sort window) need embedding, or
-MAX_HELD_CHUNKS are held: a cold run never holds, a mostly cached one batches fully."""
+MAX_HELD_CHUNKS are held: a cold run never holds, a mostly cached one batches fully, and
+windows with nothing to embed are written at once (held, a fully cached stretch of a large
+corpus kept 16,384 chunks beside the loaded model: +81 MB at 1,000,000 rows)."""
 MAX_HELD_CHUNKS = 16384
 
 LOADING_HOLD = 4
@@ -266,7 +268,11 @@ class LocalRun:
         if mostly_cached and self._held_misses >= enough and not self.router.ready():
             # while the model loads, looking up a few more windows beats waiting for it
             enough *= LOADING_HOLD
-        if self._held_misses >= enough or self._held_chunks >= MAX_HELD_CHUNKS:
+        if (
+            self._held_misses >= enough
+            or self._held_chunks >= MAX_HELD_CHUNKS
+            or not self._held_misses  # nothing to batch: holding would only cost memory
+        ):
             self._flush()
         else:
             self.ends.progress.update(self.counters)
