@@ -23,33 +23,17 @@ import os
 import re
 import time
 import uuid
-import warnings
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
+from embedgen.engines.ray_cluster import RayCluster, import_ray, import_ray_data
 from embedgen.engines.ray_plan import EngineOptions, WorkerPlan, plan_workers
-from embedgen.errors import BudgetExceeded, EmbedgenError, EngineUnavailableError, WorkerLost
+from embedgen.errors import BudgetExceeded, EmbedgenError, WorkerLost
 
 if TYPE_CHECKING:
     from embedgen.pipeline.summary import RunSummary
 
 log = logging.getLogger("embedgen")
-
-INSTALL_HINT = "pip install 'embedgen[ray]'"
-
-
-def import_ray() -> Any:
-    """The ``ray`` module with Ray Data, or a usage error (exit 2) naming the extra."""
-    try:
-        import ray
-        import ray.data  # noqa: F401
-    except ImportError as exc:
-        raise EngineUnavailableError(
-            f"--engine ray needs Ray Data, which is not installed ({exc}); "
-            f"install it with: {INSTALL_HINT}"
-        ) from None
-    return ray
-
 
 WORKER_RESTARTS = 3
 """How often Ray restarts a dead embedding worker (and retries its block) before the run
@@ -112,87 +96,31 @@ def _open_budget(cfg: Any, infos: list[Any]) -> Any:
     return RunBudget.open(cfg, infos)
 
 
-BLOCK_BYTES = 512 * 1024
-"""Ray Data block size: a window is cut into blocks of about this many bytes of chunk rows,
-so the embedding actors share even a single window (Ray's default is 128 MiB)."""
-_CONTEXT: dict[str, Any] = {
-    "enable_progress_bars": False,
-    "print_on_execution_start": False,
-    "target_max_block_size": BLOCK_BYTES,
-    # a worker's BudgetExceeded (exit 3), ProviderError... reach the driver as themselves
-    "raise_original_map_exception": True,
-}
-
-
-class RayCluster:
-    """Connect to ``address`` (or start a local instance) and quiet Ray's own logging;
-    a cluster this process started is shut down on exit, one it joined is left running."""
-
-    def __init__(self, ray: Any, address: str | None) -> None:
-        self.ray = ray
-        self.address = address
-        self.started = False
-
-    def __enter__(self) -> RayCluster:
-        ray = self.ray
-        warnings.filterwarnings("ignore", message="The minimum number of concurrent actors")
-        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
-        for name in ("ray", "ray._private", "ray.util"):
-            logging.getLogger(name).setLevel(logging.ERROR)
-        # Ray Data logs a failed block's traceback before raising it; the run reports the
-        # error it raises as one line (worker_error), so only its own fatal lines show.
-        logging.getLogger("ray.data").setLevel(logging.CRITICAL)
-        if not ray.is_initialized():
-            try:
-                ray.init(
-                    address=self.address or None,
-                    include_dashboard=False,
-                    log_to_driver=False,
-                    logging_level=logging.WARNING,
-                    configure_logging=True,
-                )
-            except (ConnectionError, RuntimeError, ValueError) as exc:
-                where = self.address or "a local instance"
-                raise EngineUnavailableError(
-                    f"cannot start or reach Ray ({where}): {exc}"
-                ) from None
-            self.started = True
-        ctx = ray.data.DataContext.get_current()
-        self._saved = {k: getattr(ctx, k) for k in _CONTEXT}
-        for k, v in _CONTEXT.items():
-            setattr(ctx, k, v)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        ctx = self.ray.data.DataContext.get_current()
-        for k, v in self._saved.items():
-            setattr(ctx, k, v)
-        if self.started:
-            self.ray.shutdown()
-
-
 def run_ray(spec: Any, mode: str, engine: EngineOptions, *, dataset: bool = False) -> RunSummary:
     """Run ``spec`` on Ray, holding the output lock; returns the local engine's RunSummary."""
     from embedgen.pipeline.run import remove_stale_tmp
     from embedgen.util.locks import acquire_output_lock
 
-    ray = import_ray()
+    ray = import_ray(data=False)
     out = spec.output
     with acquire_output_lock(out), RayCluster(ray, engine.address) as cluster:
+        import_ray_data()  # while Ray starts
         remove_stale_tmp(out)
-        plan = plan_workers(engine, cluster.ray.cluster_resources())
-        log.info(f"ray: {plan.describe()}", extra={"console": False})
-        summary: RunSummary = _RayRun(cluster.ray, spec, plan, mode, dataset=dataset).execute()
+        summary: RunSummary = _RayRun(cluster, spec, engine, mode, dataset=dataset).execute()
         return summary
 
 
 class _RayRun:
-    def __init__(self, ray: Any, spec: Any, plan: WorkerPlan, mode: str, *, dataset: bool) -> None:
+    def __init__(
+        self, cluster: RayCluster, spec: Any, engine: EngineOptions, mode: str, *, dataset: bool
+    ) -> None:
         from embedgen.pipeline.spec import extra_columns
 
-        self.ray = ray
+        self.cluster = cluster
+        self.ray = cluster.ray
         self.spec = spec
-        self.plan = plan
+        self.engine = engine
+        self.plan: WorkerPlan | None = None
         self.mode = mode
         self.dataset = dataset
         self.run = spec.cfg.run
@@ -215,6 +143,8 @@ class _RayRun:
         try:
             router = Router(members, allow_mixed_models=self.run.allow_mixed_models)
             batches = self._batch_prepass(router)
+            self.plan = plan_workers(self.engine, self.cluster.wait().cluster_resources())
+            log.info(f"ray: {self.plan.describe()}", extra={"console": False})
             actor = self._start_limits(members)
             try:
                 summary: RunSummary = self._pipeline(router, actor)
@@ -295,6 +225,7 @@ class _RayRun:
         from embedgen.pipeline.run import open_cache
 
         plan, run = self.plan, self.run
+        assert plan is not None, "planned once the cluster is up"
         info = router.info
         if plan.device is not None and "device" in info.details:
             # the driver's copy ran on the CPU; the file says where the workers embedded
@@ -317,6 +248,7 @@ class _RayRun:
         from embedgen.util import storage
 
         ray, plan, run = self.ray, self.plan, self.run
+        assert plan is not None, "planned once the cluster is up"
         tokenizer = router.tokenizer()
         chunker = make_chunker(tokenizer, info, run)
         fp_id = fingerprint_id(info.fingerprint)
