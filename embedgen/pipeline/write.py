@@ -170,11 +170,12 @@ class QueuedWrites:
     """Calls ``write`` on one background thread, in the order submitted.
 
     The run embeds the next windows while earlier ones are encoded and written. At most
-    ``max_pending`` calls wait at a time (bounding memory); a failed write raises its error
-    from the next :meth:`submit` or from :meth:`drain`.
+    ``max_pending`` calls wait at a time (bounding memory: a cached run, whose writer is its
+    slowest stage, keeps that many windows queued, ~4 MB each for 2,048 short chunks); a
+    failed write raises its error from the next :meth:`submit` or from :meth:`drain`.
     """
 
-    def __init__(self, write: Callable[..., None], max_pending: int = 8) -> None:
+    def __init__(self, write: Callable[..., None], max_pending: int = 2) -> None:
         self._write = write
         self._max_pending = max_pending
         self._pending: list[Future[None]] = []
