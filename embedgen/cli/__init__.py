@@ -135,8 +135,18 @@ def _register() -> None:
 _register()
 
 
+ARROW_POOL = "system"
+"""Arrow's memory pool in the ``embedgen`` process. pyarrow's default (mimalloc) keeps what a
+run frees for reuse: a cached run over 500,000 short rows peaked at 226 MB of anonymous
+memory against 157 MB with the system allocator, at the same speed. Set before pyarrow is
+imported; ``ARROW_DEFAULT_MEMORY_POOL`` in the environment still wins."""
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the console script (``argv`` given: called from Python, as in tests)."""
+    import os
+
+    os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", ARROW_POOL)
     try:
         app(args=argv, prog_name="embedgen")
     except SystemExit as exc:
