@@ -182,7 +182,9 @@ def test_windows_with_nothing_to_embed_are_written_at_once(
 
     texts = [f"document {i} is about topic {i % 7}" for i in range(64)]
     opts = {"quiet": True, "id_column": "id", "sort_window": 8, "model": ORIGINAL}
-    embedgen.embed_corpus(_corpus(tmp_path / "a.parquet", texts), tmp_path / "a.out.parquet", **opts)
+    embedgen.embed_corpus(
+        _corpus(tmp_path / "a.parquet", texts), tmp_path / "a.out.parquet", **opts
+    )
     held: list[int] = []
     original = LocalRun._flush
 
@@ -201,8 +203,9 @@ def test_windows_with_nothing_to_embed_are_written_at_once(
         src, tmp_path / "c.out.parquet", **{**opts, "cache_dir": str(tmp_path / "c")}
     )
     assert fresh.computed == 64
-    (rerun, rerun_vecs), (full, full_vecs) = _rows(tmp_path / "b.out.parquet"), _rows(
-        tmp_path / "c.out.parquet"
+    (rerun, rerun_vecs), (full, full_vecs) = (
+        _rows(tmp_path / "b.out.parquet"),
+        _rows(tmp_path / "c.out.parquet"),
     )
     assert rerun.equals(full) and np.array_equal(rerun_vecs, full_vecs)
 

@@ -19,7 +19,14 @@ from typer.testing import CliRunner
 import embedgen
 from embedgen.cli import app
 from embedgen.pipeline.vectors import column_format, read_float, to_float
-from embedgen.util.quantize import NOISE_FLOOR, VECTOR_DTYPES, Ranges, bytes_per_vector, decode, encode
+from embedgen.util.quantize import (
+    NOISE_FLOOR,
+    VECTOR_DTYPES,
+    Ranges,
+    bytes_per_vector,
+    decode,
+    encode,
+)
 
 SAMPLE = Path(embedgen.__file__).parent / "data" / "sample" / "sentences.txt"
 runner = CliRunner()
