@@ -82,11 +82,7 @@ class RayCluster:
         warnings.filterwarnings("ignore", message="The minimum number of concurrent actors")
         warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
         warnings.filterwarnings("ignore", message="SIGTERM handler is not set")
-        for name in ("ray", "ray._private", "ray.util"):
-            logging.getLogger(name).setLevel(logging.ERROR)
-        # Ray Data logs a failed block's traceback before raising it; the run reports the
-        # error it raises as one line (worker_error), so only its own fatal lines show.
-        logging.getLogger("ray.data").setLevel(logging.CRITICAL)
+        _quiet()
         if not self.ray.is_initialized():
             self._thread = threading.Thread(target=self._init, name="embedgen-ray-init",
                                             daemon=True)  # fmt: skip
@@ -128,6 +124,7 @@ class RayCluster:
             where = self.address or "a local instance"
             raise EngineUnavailableError(f"cannot start or reach Ray ({where}): {exc}") from None
         if first:
+            _quiet()  # again: importing Ray Data configures its loggers
             ctx = self.ray.data.DataContext.get_current()
             self._saved = {k: getattr(ctx, k) for k in _CONTEXT}
             for k, v in _CONTEXT.items():
@@ -147,3 +144,11 @@ class RayCluster:
             self._done.set()
             if self._thread is not None:
                 self._thread.join()
+
+
+def _quiet() -> None:
+    """Ray's own loggers at ERROR; Ray Data's at CRITICAL: it logs a failed block's traceback
+    before raising it, and the run reports the error it raises as one line (worker_error)."""
+    for name in ("ray", "ray._private", "ray.util"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    logging.getLogger("ray.data").setLevel(logging.CRITICAL)
