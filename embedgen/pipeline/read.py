@@ -164,11 +164,21 @@ def read_file(path: Path, opts: ReadOptions, row0: int = 0) -> Iterator[DocBatch
     yield from reader(path, opts, row0)
 
 
+READ_BUFFER = 1 << 20
+"""A local Parquet file is read through a buffer of this many bytes: by default Arrow reads
+each column chunk of a row group whole, so memory grew with the file's row-group size (one
+500,000-row group: 156 MB peak against 113 MB for the same rows in 10,000-row groups; read
+through the buffer, 113 MB, at the same speed). Object storage keeps pre-buffering, which
+coalesces its range requests."""
+
+
 def parquet_file(path: Path) -> Any:
     """A ``pyarrow.parquet.ParquetFile`` of a local or ``s3://`` input (read by ranges)."""
     import pyarrow.parquet as pq
 
-    return pq.ParquetFile(storage.open_input(path) if storage.is_remote(path) else path)
+    if storage.is_remote(path):
+        return pq.ParquetFile(storage.open_input(path))
+    return pq.ParquetFile(path, pre_buffer=False, buffer_size=READ_BUFFER)
 
 
 def _read_parquet(path: Path, opts: ReadOptions, row0: int) -> Iterator[DocBatch]:
