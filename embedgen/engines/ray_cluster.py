@@ -19,14 +19,11 @@ from embedgen.errors import EngineUnavailableError
 INSTALL_HINT = "pip install 'embedgen[ray]'"
 
 
-def import_ray(*, data: bool = True) -> Any:
-    """The ``ray`` module (with Ray Data unless ``data`` is false: :func:`import_ray_data`
-    imports it later), or a usage error (exit 2) naming the extra."""
+def import_ray() -> Any:
+    """The ``ray`` module (Ray Data comes later: :func:`import_ray_data`), or a usage error
+    (exit 2) naming the extra."""
     try:
         import ray
-
-        if data:
-            import_ray_data()
     except ImportError as exc:
         raise _missing(exc) from None
     return ray
@@ -117,8 +114,8 @@ class RayCluster:
         if first and self.started and threading.current_thread() is threading.main_thread():
             # what ray.init sets only when called on the main thread
             signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))
-        if self._error is not None:
-            exc, self._error = self._error, None
+        exc = self._error
+        if exc is not None:
             if not isinstance(exc, (ConnectionError, RuntimeError, ValueError)):
                 raise exc
             where = self.address or "a local instance"

@@ -101,7 +101,7 @@ def run_ray(spec: Any, mode: str, engine: EngineOptions, *, dataset: bool = Fals
     from embedgen.pipeline.run import remove_stale_tmp
     from embedgen.util.locks import acquire_output_lock
 
-    ray = import_ray(data=False)
+    ray = import_ray()
     out = spec.output
     with acquire_output_lock(out), RayCluster(ray, engine.address) as cluster:
         import_ray_data()  # while Ray starts
@@ -120,7 +120,6 @@ class _RayRun:
         self.ray = cluster.ray
         self.spec = spec
         self.engine = engine
-        self.plan: WorkerPlan | None = None
         self.mode = mode
         self.dataset = dataset
         self.run = spec.cfg.run
@@ -143,11 +142,11 @@ class _RayRun:
         try:
             router = Router(members, allow_mixed_models=self.run.allow_mixed_models)
             batches = self._batch_prepass(router)
-            self.plan = plan_workers(self.engine, self.cluster.wait().cluster_resources())
-            log.info(f"ray: {self.plan.describe()}", extra={"console": False})
+            plan = plan_workers(self.engine, self.cluster.wait().cluster_resources())
+            log.info(f"ray: {plan.describe()}", extra={"console": False})
             actor = self._start_limits(members)
             try:
-                summary: RunSummary = self._pipeline(router, actor)
+                summary: RunSummary = self._pipeline(router, actor, plan)
             except BaseException as exc:
                 err = worker_error(exc)
                 if isinstance(err, BudgetExceeded):
@@ -221,23 +220,22 @@ class _RayRun:
             if cache is not None:
                 cache.close()
 
-    def _pipeline(self, router: Any, actor: Any) -> Any:
+    def _pipeline(self, router: Any, actor: Any, plan: WorkerPlan) -> Any:
         from embedgen.pipeline.run import open_cache
 
-        plan, run = self.plan, self.run
-        assert plan is not None, "planned once the cluster is up"
+        run = self.run
         info = router.info
         if plan.device is not None and "device" in info.details:
             # the driver's copy ran on the CPU; the file says where the workers embedded
             info = dataclasses.replace(info, details={**info.details, "device": plan.device})
         cache = open_cache(run)  # the driver stores the document records of written windows
         try:
-            return self._stream(router, actor, info, cache)
+            return self._stream(router, actor, info, cache, plan)
         finally:
             if cache is not None:
                 cache.close()
 
-    def _stream(self, router: Any, actor: Any, info: Any, cache: Any) -> Any:
+    def _stream(self, router: Any, actor: Any, info: Any, cache: Any, plan: WorkerPlan) -> Any:
         """Chunk tasks -> embedding actors -> the driver's sink, with the driver's ``cache``."""
         from embedgen.cache import fingerprint_id
         from embedgen.engines.ray_output import Rows, Sink
@@ -247,8 +245,7 @@ class _RayRun:
         from embedgen.pipeline.windows import Windows, make_chunker, read_options
         from embedgen.util import storage
 
-        ray, plan, run = self.ray, self.plan, self.run
-        assert plan is not None, "planned once the cluster is up"
+        ray, run = self.ray, self.run
         tokenizer = router.tokenizer()
         chunker = make_chunker(tokenizer, info, run)
         fp_id = fingerprint_id(info.fingerprint)

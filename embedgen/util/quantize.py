@@ -83,7 +83,7 @@ class Ranges:
         spread = hi - lo
         floor = np.float32(NOISE_FLOOR) * (spread.max() if spread.size else np.float32(0))
         pad = np.maximum(spread * np.float32(FIT_MARGIN), floor)
-        step = (hi - lo + 2 * pad) / np.float32(255)
+        step = (spread + 2 * pad) / np.float32(255)
         return cls((lo - pad).astype(np.float32), step.astype(np.float32), source)
 
     @classmethod
