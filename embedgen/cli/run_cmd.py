@@ -79,8 +79,10 @@ def run(
         None, "--device", help="auto, cpu, cuda or directml [default: auto]."
     ),
     threads: int | None = typer.Option(
-        None, "--threads", help="onnxruntime intra-op threads [default: all cores]."
-    ),
+        None,
+        "--threads",
+        help="CPU threads for the model: intra-op, or calls side by side [default: all cores].",
+    ),  # fmt: skip
     limit: int | None = typer.Option(None, "--limit", help="Embed only the first N documents."),
     dimensions: int | None = typer.Option(
         None, "--dimensions", help="Truncate vectors to N dimensions and renormalise (Matryoshka)."

@@ -100,6 +100,10 @@ class OnnxConfig(Strict):
     pooling: Pooling | None = None
     normalize: bool = True
     prefix: str | None = None
+    one_text_per_call: bool | None = None
+    """Run each text alone, ``num_threads`` calls side by side (unset: on the CPU, for a
+    model that quantizes its activations per call, so its vectors do not depend on the
+    batch)."""
 
     @field_validator("memory_limit", mode="before")
     @classmethod

@@ -21,6 +21,8 @@ COLBERT_NAMES = ("colbert_linear.safetensors", "colbert_linear.npz", "colbert_li
 _MODEL_GRAPH = 7  # ModelProto.graph
 _GRAPH_OUTPUT = 12  # GraphProto.output
 _VALUE_INFO_NAME = 1  # ValueInfoProto.name
+_GRAPH_NODE = 1  # GraphProto.node
+_NODE_OP_TYPE = 4  # NodeProto.op_type
 
 
 def _varint(f: BinaryIO) -> int | None:
@@ -84,6 +86,38 @@ def graph_outputs(path: Path) -> list[str]:
             return names
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         raise ModelError(f"{path}: not a readable ONNX file ({exc})") from None
+
+
+def graph_op_types(path: Path) -> set[str]:
+    """The operator types of the graph's nodes, read from the protobuf without its weights."""
+    try:
+        with path.open("rb") as f:
+            size = f.seek(0, 2)
+            f.seek(0)
+            ops: set[str] = set()
+            for number, start, length in _fields(f, size):
+                if number != _MODEL_GRAPH:
+                    continue
+                f.seek(start)
+                for gnum, gstart, glen in _fields(f, start + length):
+                    if gnum != _GRAPH_NODE:
+                        continue
+                    f.seek(gstart)
+                    for nnum, nstart, nlen in _fields(f, gstart + glen):
+                        if nnum == _NODE_OP_TYPE:
+                            f.seek(nstart)
+                            ops.add(f.read(nlen).decode("utf-8"))
+                    f.seek(gstart + glen)
+            return ops
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{path}: not a readable ONNX file ({exc})") from None
+
+
+def quantizes_per_call(path: Path) -> bool:
+    """Whether the model quantizes its activations when it runs (``DynamicQuantizeLinear``
+    and its fused forms): their scale is taken over the whole call, so a text's vector then
+    depends on the other texts of its batch unless each text runs alone."""
+    return any(op.startswith("DynamicQuantize") for op in graph_op_types(path))
 
 
 def find_sparse_head(
