@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -40,7 +41,7 @@ from embedgen.cache.env import (
 )
 from embedgen.cache.keys import check_id, check_keys, resolve_cache_dir
 from embedgen.cache.records import DTYPES, ModelInfo
-from embedgen.cache.seal import CHECK_BYTES, checksum, doc_record, record, seal
+from embedgen.cache.seal import CHECK_BYTES, CHECK_RESIDUE, doc_record, record, seal
 from embedgen.errors import CacheError
 
 T = TypeVar("T")
@@ -209,39 +210,49 @@ class VectorCache:
         check_keys(fingerprint, keys)
         vectors_db = self._shared.vectors
 
-        def read(txn: Any) -> tuple[ModelInfo | None, list[int], bytes, int]:
+        def read(txn: Any) -> tuple[ModelInfo | None, list[int], np.ndarray | None, int]:
             # buffers: a value's length is checked before its bytes are touched, so a length
             # that damage made huge is never copied out of the map
             info = self._model_in(txn, fingerprint)
             if info is None:
-                return None, [], b"", 0
+                return None, [], None, 0
             size = info.nbytes
             sealed = size + CHECK_BYTES
-            found: list[int] = []
-            parts: list[Any] = []
+            get, crc32 = txn.get, zlib.crc32
+            rows: tuple[list[int], list[int]] = ([], [])  # sealed, written before checksums
+            parts: tuple[list[Any], list[Any]] = ([], [])
             bad = 0
             for i, key in enumerate(keys):
-                value = txn.get(key, db=vectors_db)
+                value = get(key, db=vectors_db)
                 if value is None:
                     continue
-                if len(value) == sealed:
-                    if checksum(key, value[:size]) != value[size:]:
+                n = len(value)
+                if n == sealed:  # the check over key + payload + its check: one constant
+                    if crc32(value, crc32(key)) != CHECK_RESIDUE:
                         bad += 1
                         continue
-                elif len(value) != size:  # exactly the size: written before checksums
+                    rows[0].append(i)
+                    parts[0].append(value)
+                elif n == size:
+                    rows[1].append(i)
+                    parts[1].append(value)
+                else:
                     bad += 1
-                    continue
-                found.append(i)
-                parts.append(value[:size])
-            return info, found, b"".join(parts), bad
+            blocks = [
+                np.frombuffer(b"".join(part), np.uint8).reshape(len(part), width)[:, :size]
+                for part, width in zip(parts, (sealed, size))
+                if part
+            ]
+            if not blocks:
+                return info, [], None, bad
+            return info, rows[0] + rows[1], np.concatenate(blocks), bad
 
-        info, found, joined, bad = self._txn(read, buffers=True)
+        info, found, raw, bad = self._txn(read, buffers=True)
         self.bad_reads += bad
         out: list[np.ndarray | None] = [None] * len(keys)
-        if info is None or not found:
+        if info is None or raw is None:
             return out
-        matrix = np.frombuffer(joined, DTYPES[info.dtype])
-        matrix = matrix.reshape(len(found), info.dim).copy()
+        matrix = np.ascontiguousarray(raw).view(DTYPES[info.dtype]).reshape(len(found), info.dim)
         ok = info.plausible(matrix)
         self.bad_reads += int((~ok).sum())
         for row, i in enumerate(found):

@@ -200,6 +200,8 @@ class LocalRun:
         self.sink = sink
         sieve = sink.sieve_for(self.stages.fp_id, self.chunker) if sink is not None else None
         self.windows = Windows(self.chunker, read_options(run), run.limit, self.index, sieve)
+        if cache is None or not self.stages.lookup.read:
+            router.prepare()  # every chunk will be embedded: load the model while reading
         self.ends: RunEnds | None = None
         self._held: list[tuple[Window, Held]] = []
         self._held_misses = 0
