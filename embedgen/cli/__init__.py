@@ -45,13 +45,15 @@ class _Group(TyperGroup):
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
         command = super().get_command(ctx, cmd_name)
         for param in getattr(command, "params", ()):
-            if getattr(param, "_runtime_param", ...) is None:  # typer's lazy slot, unbuilt
-                param._runtime_param = _GivenOnly()
+            built = getattr(param, "get_runtime_param", None)
+            if built is not None and not isinstance(built, _GivenOnly):
+                param.get_runtime_param = _GivenOnly(built)
         return command
 
 
 class _GivenOnly:
-    """Typer's coercion of one parameter, built only when a value is given.
+    """Typer's coercion of one parameter (``get_runtime_param``), built only when a value
+    is given.
 
     Typer (0.29) builds a pydantic ``TypeAdapter`` for every parameter of the invoked
     command before it looks at the value, ~2 ms each even where the value is None: 0.1 s
@@ -60,17 +62,16 @@ class _GivenOnly:
     typer's coercion unchanged.
     """
 
-    def __init__(self) -> None:
-        self._built: Any = None
+    def __init__(self, build: Any) -> None:
+        self._build = build
+
+    def __call__(self) -> _GivenOnly:
+        return self
 
     def coerce(self, value: Any, param: Any, ctx: Any) -> Any:
         if value is None:
             return () if param.multiple or param.nargs == -1 else None
-        if self._built is None:
-            from typer._coercion import build_runtime_param
-
-            self._built = build_runtime_param(param.type_descriptor)
-        return self._built.coerce(value, param=param, ctx=ctx)
+        return self._build().coerce(value, param=param, ctx=ctx)
 
 
 app = typer.Typer(

@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from embedgen.errors import ModelError, ProviderError
-from embedgen.models.local import KEY_NAMES, ModelSpec, identity_sha256, sha256_file
+from embedgen.models.local import ModelSpec, sha256_file
 from embedgen.providers.base import Batch, EmbedResult, Provider, ProviderInfo
 from embedgen.providers.hf_tokenizer import HFTokenizer
 from embedgen.providers.onnx_device import DeviceChoice, available_providers, select_device
+from embedgen.providers.onnx_identity import model_fingerprint
+from embedgen.providers.per_text import PerText, cpu_threads, runs_per_text
 from embedgen.providers.truncation import check_dimensions
 
 if TYPE_CHECKING:
@@ -38,55 +38,6 @@ PER_TEXT_BATCH_TOKENS = 8192
 """Tokens per batch when each text runs alone: nothing is padded, so a batch is only the
 texts handed to the threads at once, and ``batch_size`` alone limits it."""
 _OPT_LEVELS = {"disable": 0, "basic": 1, "extended": 2, "all": 99}
-
-
-def model_fingerprint(
-    spec: ModelSpec,
-    *,
-    pooling: str,
-    normalize: bool,
-    dimensions: int | None,
-    prefix: str,
-    max_tokens: int,
-    dtype: str,
-    per_text: bool = False,
-) -> str:
-    """Everything that changes a vector of a local model, as one line.
-
-    ``per_text``: each text runs alone (a model that quantizes its activations per call
-    gives other vectors that way than in shared batches, so their cache entries differ).
-
-    A plain folder (no manifest) is its content and settings only: its name is where it
-    lies, so renaming or copying it keeps its cache entries. A downloaded model or the
-    default keeps the name its manifest gives it, as its entries were always keyed.
-    """
-    sha = spec.sha256 or _file_identity(spec)
-    tokenizer = sha256_file(spec.tokenizer_path)
-    named = f"model={KEY_NAMES.get(spec.name, spec.name)}|" if spec.sha256 else ""
-    return (
-        f"onnx|{named}sha256={sha}|tokenizer={tokenizer}"
-        f"|pooling={pooling}|normalize={normalize}"
-        f"|dimensions={dimensions}|prefix={prefix!r}|max_tokens={max_tokens}|dtype={dtype}"
-        + ("|per_text=True" if per_text else "")
-    )
-
-
-def _file_identity(spec: ModelSpec) -> str:
-    """sha256 of the ONNX file, plus size of external-data files beside it.
-
-    Hidden files (``.gitattributes``, ``.DS_Store``) and docs never change a vector.
-    """
-    digest = identity_sha256(spec.onnx_path)
-    extra = sorted(
-        f"{p.name}:{p.stat().st_size}"
-        for p in spec.onnx_path.parent.iterdir()
-        if p.is_file()
-        and p != spec.onnx_path
-        and not p.name.startswith(".")
-        and not p.name.endswith((".json", ".txt", ".md"))
-        and ("data" in p.name or p.suffix in ("", ".bin"))
-    )
-    return digest + ("+" + ",".join(extra) if extra else "")
 
 
 class OnnxProvider(Provider):
@@ -137,8 +88,8 @@ class OnnxProvider(Provider):
         self._prepare_lock = threading.Lock()
         self.normalize = cfg.normalize and spec.normalize
         self.dimensions = dimensions
-        self.per_text = self._runs_per_text(cfg)
-        self._workers: ThreadPoolExecutor | None = None
+        self.per_text = runs_per_text(cfg.one_text_per_call, self.choice.device, spec.onnx_path)
+        self._workers: PerText | None = None
         prefix = cfg.prefix if cfg.prefix is not None else spec.document_prefix
         self._tokenizer = HFTokenizer(spec.tokenizer_path, prefix=prefix)
         limit = spec.max_tokens
@@ -190,34 +141,6 @@ class OnnxProvider(Provider):
             },
         )
 
-    def _runs_per_text(self, cfg: OnnxConfig) -> bool:
-        """Whether each text runs alone, on its own thread: ``one_text_per_call``, or by
-        default for a model that quantizes its activations per call, on the CPU.
-
-        Such a model's int8 scales are taken over the whole call, so in a shared batch a
-        text's vector depends on its neighbours (cos ~0.997); alone it is the same in any
-        run, and single-threaded calls side by side run faster on a CPU than padded
-        batches on shared threads (MiniLM int8, 2 cores: 2.1-3.6x the fp32 batched loop
-        against 1.8-2.3x batched)."""
-        from embedgen.models.onnx_info import quantizes_per_call
-
-        if cfg.one_text_per_call is not None:
-            return cfg.one_text_per_call
-        if self.choice.device != "cpu":
-            return False
-        try:
-            return quantizes_per_call(self.spec.onnx_path)
-        except ModelError:
-            return False  # loading it says what is wrong with the file
-
-    def _threads(self) -> int:
-        if self.cfg.num_threads:
-            return self.cfg.num_threads
-        try:
-            return max(1, len(os.sched_getaffinity(0)))
-        except AttributeError:  # not on Linux
-            return max(1, os.cpu_count() or 1)
-
     @property
     def session(self) -> Any:
         """The onnxruntime session, loaded (and checked, and warmed up) on first use."""
@@ -253,7 +176,7 @@ class OnnxProvider(Provider):
         if self._preload is not None:
             self._preload.join()  # no session is half-built while the interpreter exits
         if self._workers is not None:
-            self._workers.shutdown(wait=True)
+            self._workers.close()
             self._workers = None
 
     def _load(self) -> None:
@@ -274,7 +197,7 @@ class OnnxProvider(Provider):
             self._sparse = self._sparse_setup(outputs)
         self._colbert = self._colbert_output(outputs) if self._colbert_head is not None else None
         if self.per_text:
-            self._workers = ThreadPoolExecutor(self._threads(), thread_name_prefix="embedgen-onnx")
+            self._workers = PerText(cpu_threads(self.cfg.num_threads))
         self._session_obj = session
         warmups, batch_size = self._warmup
         for _ in range(warmups):
@@ -376,17 +299,9 @@ class OnnxProvider(Provider):
         """Dense vectors, and the sparse weights and ColBERT vectors asked for, in one pass
         (each text alone, on the worker threads, when the model runs per text)."""
         session = self.session
-        workers = self._workers
-        if workers is None or len(input_ids) < 2:
+        if self._workers is None:
             return self._call(session, input_ids)
-        parts = list(workers.map(lambda row: self._call(session, [row]), input_ids))
-        sparse = [w for p in parts for w in p.sparse or ()]
-        colbert = [c for p in parts for c in p.colbert or ()]
-        return EmbedResult(
-            np.concatenate([p.vectors for p in parts]),
-            sparse=None if parts[0].sparse is None else sparse,
-            colbert=None if parts[0].colbert is None else colbert,
-        )
+        return self._workers.run(input_ids, lambda rows: self._call(session, rows))
 
     def _call(self, session: Any, input_ids: list[list[int]] | list[Any]) -> EmbedResult:
         """One onnxruntime call on a padded batch."""
