@@ -63,54 +63,40 @@ def _fields(f: BinaryIO, end: int) -> list[tuple[int, int, int]]:
     return out
 
 
-def graph_outputs(path: Path) -> list[str]:
-    """Names of the graph's outputs, read from the ONNX protobuf without loading weights."""
+def _graph_strings(path: Path, item: int, field: int) -> list[str]:
+    """String ``field`` of every ``item`` of the graph (e.g. each output's name), read from
+    the ONNX protobuf without loading weights."""
     try:
         with path.open("rb") as f:
             size = f.seek(0, 2)
             f.seek(0)
-            names = []
+            found = []
             for number, start, length in _fields(f, size):
                 if number != _MODEL_GRAPH:
                     continue
                 f.seek(start)
                 for gnum, gstart, glen in _fields(f, start + length):
-                    if gnum != _GRAPH_OUTPUT:
+                    if gnum != item:
                         continue
                     f.seek(gstart)
-                    for vnum, vstart, vlen in _fields(f, gstart + glen):
-                        if vnum == _VALUE_INFO_NAME:
-                            f.seek(vstart)
-                            names.append(f.read(vlen).decode("utf-8"))
+                    for inum, istart, ilen in _fields(f, gstart + glen):
+                        if inum == field:
+                            f.seek(istart)
+                            found.append(f.read(ilen).decode("utf-8"))
                     f.seek(gstart + glen)
-            return names
+            return found
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         raise ModelError(f"{path}: not a readable ONNX file ({exc})") from None
+
+
+def graph_outputs(path: Path) -> list[str]:
+    """Names of the graph's outputs."""
+    return _graph_strings(path, _GRAPH_OUTPUT, _VALUE_INFO_NAME)
 
 
 def graph_op_types(path: Path) -> set[str]:
-    """The operator types of the graph's nodes, read from the protobuf without its weights."""
-    try:
-        with path.open("rb") as f:
-            size = f.seek(0, 2)
-            f.seek(0)
-            ops: set[str] = set()
-            for number, start, length in _fields(f, size):
-                if number != _MODEL_GRAPH:
-                    continue
-                f.seek(start)
-                for gnum, gstart, glen in _fields(f, start + length):
-                    if gnum != _GRAPH_NODE:
-                        continue
-                    f.seek(gstart)
-                    for nnum, nstart, nlen in _fields(f, gstart + glen):
-                        if nnum == _NODE_OP_TYPE:
-                            f.seek(nstart)
-                            ops.add(f.read(nlen).decode("utf-8"))
-                    f.seek(gstart + glen)
-            return ops
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise ModelError(f"{path}: not a readable ONNX file ({exc})") from None
+    """The operator types of the graph's nodes."""
+    return set(_graph_strings(path, _GRAPH_NODE, _NODE_OP_TYPE))
 
 
 def quantizes_per_call(path: Path) -> bool:
