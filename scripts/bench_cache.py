@@ -142,6 +142,7 @@ def measure(
             shutil.rmtree(cache, ignore_errors=True)
             shutil.copytree(work / "cache", cache)
             os.sync()  # else the run's first commit would wait for the whole copy to reach disk
+            out.unlink(missing_ok=True)  # else a repeat finds its output up to date and stops
             return _timed(src, out, cache, model, in_process)
 
         for _ in range(repeat):

@@ -6,7 +6,8 @@ reclaim whenever it needs them, beside the run's own memory (``RssAnon``), which
 cannot. This section reports both, every 20 ms, for:
 
 - ``cold`` / ``cached``: the input with an empty cache, then the same run again (every
-  chunk from the cache);
+  chunk from the cache; its output removed first, so it reads and writes every row rather
+  than finding the output up to date);
 - ``x5 cold`` / ``x5 cached``: the input five times over with new ids (5x the rows, the
   same texts), on a cache of its own;
 - ``doc``: one document of ``--doc-chars`` characters built from the input's texts.
@@ -123,6 +124,7 @@ def measure(src: Path, *, x5: bool, doc_chars: int | None, workdir: Path) -> lis
         out = workdir / f"out-{label or 'x1'}.parquet"
         for run in ("cold", "cached"):
             name = f"{label} {run}".strip()
+            out.unlink(missing_ok=True)  # else the cached run finds its output up to date
             samples.append(run_sampled(name, n, [str(path), "-o", str(out)], env))
             print(f"measured memory: {name}", file=sys.stderr)
 

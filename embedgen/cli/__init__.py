@@ -42,13 +42,23 @@ class _Group(TyperGroup):
                 log_unexpected(exc)
                 raise
 
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _deferred(super().get_params(ctx))
+
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
         command = super().get_command(ctx, cmd_name)
-        for param in getattr(command, "params", ()):
-            built = getattr(param, "get_runtime_param", None)
-            if built is not None and not isinstance(built, _GivenOnly):
-                param.get_runtime_param = _GivenOnly(built)
+        if command is not None:
+            _deferred(command.get_params(ctx))  # the options, the help option among them
         return command
+
+
+def _deferred(params: list[Any]) -> list[Any]:
+    """``params`` with typer's coercion built only for values given (:class:`_GivenOnly`)."""
+    for param in params:
+        built = getattr(param, "get_runtime_param", None)
+        if built is not None and not isinstance(built, _GivenOnly):
+            param.get_runtime_param = _GivenOnly(built, _takes_text(param))
+    return params
 
 
 class _GivenOnly:
@@ -58,12 +68,15 @@ class _GivenOnly:
     Typer (0.29) builds a pydantic ``TypeAdapter`` for every parameter of the invoked
     command before it looks at the value, ~2 ms each even where the value is None: 0.1 s
     of each ``embedgen run`` (40 options, a few given). An absent value is None (or ``()``
-    for a repeatable one), as typer's own coercion returns it; a given one goes through
-    typer's coercion unchanged.
+    for a repeatable one), as typer's own coercion returns it; text given to a plain
+    ``str`` parameter is that text, as typer's ``str`` coercion returns it (building its
+    first adapter imports another 0.03 s of pydantic); any other value goes through typer's
+    coercion unchanged.
     """
 
-    def __init__(self, build: Any) -> None:
+    def __init__(self, build: Any, text: bool = False) -> None:
         self._build = build
+        self._text = text
 
     def __call__(self) -> _GivenOnly:
         return self
@@ -71,7 +84,20 @@ class _GivenOnly:
     def coerce(self, value: Any, param: Any, ctx: Any) -> Any:
         if value is None:
             return () if param.multiple or param.nargs == -1 else None
+        if self._text and isinstance(value, str):
+            return value
         return self._build().coerce(value, param=param, ctx=ctx)
+
+
+def _takes_text(param: Any) -> bool:
+    """A single ``str`` (or ``str | None``) value with no parser of its own."""
+    descriptor = getattr(param, "type_descriptor", None)
+    if descriptor is None or param.multiple or param.nargs != 1:
+        return False
+    info = descriptor.parameter_info
+    if getattr(info, "parser", None) is not None or getattr(info, "click_type", None) is not None:
+        return False
+    return descriptor.annotation in (str, str | None)
 
 
 app = typer.Typer(

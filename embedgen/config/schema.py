@@ -75,6 +75,8 @@ class RunConfig(Strict):
     """A run with slots: a slot that fails after its fallbacks gets null columns (exit 4)."""
     use_cache: bool = True
     cache_dir: str | None = None
+    rerun_unchanged: bool = False
+    """Run even when the output already holds this run's rows (see pipeline/up_to_date.py)."""
     limit: int | None = Field(default=None, gt=0)
     log_file: str | None = None
     max_cost_usd: float | None = Field(default=None, ge=0)

@@ -50,8 +50,11 @@ class RunEnds:
         max_tokens: int,
         skipped_path: Path | None = None,
         sink: SinkRun | None = None,
+        stamp: str | None = None,
     ) -> None:
         self.spec = spec
+        self.stamp = stamp
+        """What decided this run's rows (:mod:`.up_to_date`), stamped on the finished file."""
         self.sink = sink
         """The LanceDB or PostgreSQL table the rows go into, instead of the output file."""
         self.info = info
@@ -121,7 +124,9 @@ class RunEnds:
         if self.into is not None:
             self.into.finish()
         elif self.writer is not None:
-            self.writer.finish()
+            from embedgen.pipeline.up_to_date import stamped
+
+            self.writer.finish(stamped(self.stamp, self.counters))
 
     def failed(
         self, exc: BaseException, *, committed: int | None = None, cache: Any = None

@@ -51,6 +51,7 @@ log = logging.getLogger("embedgen")
 def run_local(spec: RunSpec, mode: str) -> RunSummary:
     """Run ``spec`` in this process, holding the output lock."""
     from embedgen.pipeline.run_budget import RunBudget
+    from embedgen.pipeline.up_to_date import run_stamp
     from embedgen.router.build import build_members
     from embedgen.util.locks import acquire_output_lock
 
@@ -69,8 +70,14 @@ def run_local(spec: RunSpec, mode: str) -> RunSummary:
             cache = open_cache(cfg.run)
             sink: SinkRun | None = None
             try:
+                stamp = run_stamp(spec, router.info.fingerprint)
+                done = up_to_date(spec, stamp, router.info, cache)
+                if done is not None:
+                    status = "finished"
+                    return done
                 sink = open_sink_run(spec, router.info)  # checked before anything is embedded
                 run = LocalRun(spec, router, mode, cache, sink)
+                run.stamp = stamp
                 batches = batch_prepass_of(run)
                 summary = run.execute()
                 status = "finished"
@@ -89,6 +96,28 @@ def run_local(spec: RunSpec, mode: str) -> RunSummary:
                 budget.close(status)
             for m in members:
                 m.close()
+
+
+def up_to_date(spec: RunSpec, stamp: str | None, info: Any, cache: Any) -> RunSummary | None:
+    """The summary of a run with nothing to do (the output holds its rows), else None."""
+    from embedgen.cache import fingerprint_id
+    from embedgen.pipeline.up_to_date import finished_counts
+
+    counts = finished_counts(spec, stamp)
+    if counts is None:
+        return None
+    reused = counts["cached"] + counts["computed"]
+    if cache is not None:  # the model was used: `cache prune --unused-since` keeps it
+        cache.record_run(reused, 0, fingerprint_id(info.fingerprint))
+    summary = RunSummary(
+        spec.output, documents=counts["documents"], chunks=counts["chunks"],
+        tokens=counts["tokens"], skipped=counts["skipped"], cached=reused,
+        duplicate=counts["duplicate"], model=info.model, dim=info.dim,
+        skipped_path=spec.skipped_path if counts["skipped"] else None, up_to_date=True,
+    )  # fmt: skip
+    log.info(f"{spec.output} is up to date: the same settings, model and inputs wrote it; "
+             "rerun_unchanged = true under [run] writes it again")  # fmt: skip
+    return summary
 
 
 def batch_prepass_of(run: LocalRun) -> BatchSummary | None:
@@ -184,6 +213,8 @@ class LocalRun:
         self, spec: RunSpec, router: Router, mode: str, cache: Any = None,
         sink: SinkRun | None = None,
     ) -> None:  # fmt: skip
+        if cache is None:
+            router.prepare()  # every chunk will be embedded: load the model while setting up
         self.spec = spec
         self.run = run = spec.cfg.run
         self.router = router
@@ -200,9 +231,11 @@ class LocalRun:
         self.sink = sink
         sieve = sink.sieve_for(self.stages.fp_id, self.chunker) if sink is not None else None
         self.windows = Windows(self.chunker, read_options(run), run.limit, self.index, sieve)
-        if cache is None or not self.stages.lookup.read:
-            router.prepare()  # every chunk will be embedded: load the model while reading
+        if not self.stages.lookup.read:
+            router.prepare()  # nothing is read from the cache: every chunk will be embedded
         self.ends: RunEnds | None = None
+        self.stamp: str | None = None
+        """What decides the rows, stamped on the finished output (:mod:`.up_to_date`)."""
         self._held: list[tuple[Window, Held]] = []
         self._held_misses = 0
         self._writes = QueuedWrites(self._write)
@@ -225,7 +258,7 @@ class LocalRun:
     def execute(self) -> RunSummary:
         self.ends = ends = RunEnds(
             self.spec, self.info, mode=self.mode, columns=self.columns,
-            max_tokens=self.chunker.window + self.overhead, sink=self.sink,
+            max_tokens=self.chunker.window + self.overhead, sink=self.sink, stamp=self.stamp,
         )  # fmt: skip
         self.counters = ends.counters
         stop = threading.Event()

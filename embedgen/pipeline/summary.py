@@ -45,6 +45,9 @@ class RunSummary:
     """A run with several model slots: each slot's model, cached and computed chunks."""
     missing: list[str] = field(default_factory=list)
     """Slots that failed under ``--allow-missing`` (their columns are null)."""
+    up_to_date: bool = False
+    """The output already held this run's rows (``pipeline.up_to_date``): nothing was read,
+    embedded or written."""
 
     @classmethod
     def of(
@@ -127,4 +130,7 @@ class RunSummary:
             f"output:    {self.target or (uri(self.output) if self.output is not None else None)}",
             *self.sink_lines,
         ]
+        if self.up_to_date:
+            out.append("up to date: the output was written by this run over these inputs "
+                       "(rerun_unchanged = true writes it again)")  # fmt: skip
         return out + [f"warning: {m}" for m in self.missing]

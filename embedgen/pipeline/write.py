@@ -138,9 +138,13 @@ class OutputWriter:
             raise _write_error(self.path, exc) from None
         self.rows += table.num_rows
 
-    def finish(self) -> Path:
+    def finish(self, footer: dict[str, str] | None = None) -> Path:
+        """Close the file (``footer``: key-value metadata added to it) and rename it into
+        place."""
         self._fit_and_open()
         try:
+            if footer:
+                self._writer.add_key_value_metadata(footer)
             self._writer.close()
             replace_durably(self.tmp, self.path)
         except OSError as exc:
