@@ -101,7 +101,7 @@ def _same_rows(a: Path, b: Path) -> bool:
     return pq.read_table(a, columns=cols).equals(pq.read_table(b, columns=cols))
 
 
-def _compile_package() -> None:
+def compile_package() -> None:
     """Byte-compile embedgen where it is installed (pip does this; an editable tree may not)."""
     import embedgen
 
@@ -129,7 +129,7 @@ def measure(
     and follow its cold run at once, so a ratio compares runs the host ran at one speed.
     """
     if not in_process:
-        _compile_package()
+        compile_package()
     colds: list[dict[str, Any]] = []
     cacheds: list[dict[str, Any]] = []
     incrementals: list[dict[str, Any]] = []

@@ -1,6 +1,8 @@
 """Whole-process figures of issue #22: embedgen against a plain fp32 loop, and start-up.
 
-Every figure is a whole process, started afresh, as a person or a scheduler starts it:
+Every figure is a whole process, started afresh, as a person or a scheduler starts it
+(embedgen byte-compiled first, as ``pip install`` leaves it; an editable checkout under
+``PYTHONDONTWRITEBYTECODE`` would otherwise compile every module in every process, ~0.08 s):
 
 - ``embedgen run INPUT -o OUT --no-cache`` with the default model, against the plain fp32
   loop a competent engineer writes (this file run with ``--loop``: tokenizers, length-sorted
@@ -93,6 +95,10 @@ def measure(input_path: Path, fp32: Path, rounds: int, sizes: tuple[int, ...]) -
     import numpy as np
     import pyarrow.parquet as pq
 
+    sys.path.insert(0, str(HERE.parent))
+    from bench_cache import compile_package
+
+    compile_package()  # as `pip install` leaves it: no process compiles embedgen's modules
     lines = []
     with tempfile.TemporaryDirectory(prefix="embedgen-bench-process-") as tmp:
         work = Path(tmp)

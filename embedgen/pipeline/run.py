@@ -60,6 +60,8 @@ def run_local(spec: RunSpec, mode: str) -> RunSummary:
         if spec.sink is None:
             remove_stale_tmp(out)
         members = build_members(cfg)
+        if members and not cfg.run.use_cache:  # every chunk will be embedded: load it now
+            members[0].provider.prepare()
         budget: RunBudget | None = None
         status = "failed"
         try:
