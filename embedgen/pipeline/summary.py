@@ -123,7 +123,7 @@ class RunSummary:
             f"seconds:   {self.seconds:,.1f} ({self.chunks_per_s:,.1f} chunks/s"
             + (
                 f"; {self.embed_seconds:,.1f} reading, embedding and writing)"
-                if self.embed_seconds
+                if self.embed_seconds and not self.up_to_date
                 else ")"
             ),
             *(self.slot_lines or [f"model:     {self.model} ({self.dim}-d)"]),
