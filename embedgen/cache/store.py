@@ -252,7 +252,7 @@ class VectorCache:
         out: list[np.ndarray | None] = [None] * len(keys)
         if info is None or raw is None:
             return out
-        matrix = np.ascontiguousarray(raw).view(DTYPES[info.dtype]).reshape(len(found), info.dim)
+        matrix = raw.view(DTYPES[info.dtype]).reshape(len(found), info.dim)  # concatenated: C order
         ok = info.plausible(matrix)
         self.bad_reads += int((~ok).sum())
         for row, i in enumerate(found):

@@ -60,8 +60,6 @@ def run_local(spec: RunSpec, mode: str) -> RunSummary:
         if spec.sink is None:
             remove_stale_tmp(out)
         members = build_members(cfg)
-        if members and not cfg.run.use_cache:  # every chunk will be embedded: load it now
-            members[0].provider.prepare()
         budget: RunBudget | None = None
         status = "failed"
         try:
@@ -69,6 +67,8 @@ def run_local(spec: RunSpec, mode: str) -> RunSummary:
             router = Router(
                 members, allow_mixed_models=cfg.run.allow_mixed_models, spend=budget.budget
             )
+            if not cfg.run.use_cache:
+                router.prepare()  # every chunk will be embedded: load the model while setting up
             cache = open_cache(cfg.run)
             sink: SinkRun | None = None
             try:
@@ -78,8 +78,9 @@ def run_local(spec: RunSpec, mode: str) -> RunSummary:
                     status = "finished"
                     return done
                 sink = open_sink_run(spec, router.info)  # checked before anything is embedded
-                run = LocalRun(spec, router, mode, cache, sink)
-                run.stamp = stamp
+                run = LocalRun(spec, router, mode, cache, sink, stamp=stamp)
+                if not run.stages.lookup.read:
+                    router.prepare()  # nothing is read from the cache: all will be embedded
                 batches = batch_prepass_of(run)
                 summary = run.execute()
                 status = "finished"
@@ -117,9 +118,7 @@ def up_to_date(spec: RunSpec, stamp: str | None, info: Any, cache: Any) -> RunSu
         duplicate=counts["duplicate"], model=info.model, dim=info.dim,
         skipped_path=spec.skipped_path if counts["skipped"] else None, up_to_date=True,
     )  # fmt: skip
-    log.info(f"{spec.output} is up to date: the same settings, model and inputs wrote it; "
-             "rerun_unchanged = true under [run] writes it again")  # fmt: skip
-    return summary
+    return summary  # its lines say "up to date" (and the log file has them)
 
 
 def batch_prepass_of(run: LocalRun) -> BatchSummary | None:
@@ -213,10 +212,8 @@ class LocalRun:
 
     def __init__(
         self, spec: RunSpec, router: Router, mode: str, cache: Any = None,
-        sink: SinkRun | None = None,
+        sink: SinkRun | None = None, stamp: str | None = None,
     ) -> None:  # fmt: skip
-        if cache is None:
-            router.prepare()  # every chunk will be embedded: load the model while setting up
         self.spec = spec
         self.run = run = spec.cfg.run
         self.router = router
@@ -233,10 +230,8 @@ class LocalRun:
         self.sink = sink
         sieve = sink.sieve_for(self.stages.fp_id, self.chunker) if sink is not None else None
         self.windows = Windows(self.chunker, read_options(run), run.limit, self.index, sieve)
-        if not self.stages.lookup.read:
-            router.prepare()  # nothing is read from the cache: every chunk will be embedded
         self.ends: RunEnds | None = None
-        self.stamp: str | None = None
+        self.stamp = stamp
         """What decides the rows, stamped on the finished output (:mod:`.up_to_date`)."""
         self._held: list[tuple[Window, Held]] = []
         self._held_misses = 0

@@ -201,7 +201,7 @@ class OnnxProvider(Provider):
         self._session_obj = session
         warmups, batch_size = self._warmup
         # per text: one call on each thread warms it; else one batch of up to 8
-        width = cpu_threads(self.cfg.num_threads) if self.per_text else 8
+        width = self._workers.threads if self._workers is not None else 8
         for _ in range(warmups):
             self._run([self._tokenizer.encode_for_model("warm up " * 8)] * min(batch_size, width))
 

@@ -50,6 +50,7 @@ class PerText:
     """Worker threads that run one call per text and join the results in order."""
 
     def __init__(self, threads: int) -> None:
+        self.threads = threads
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="embedgen-onnx")
 
     def run(self, rows: Sequence[Any], call: Callable[[list[Any]], EmbedResult]) -> EmbedResult:
