@@ -160,14 +160,14 @@ def run(
     ),
 ) -> None:
     """Embed a corpus into a Parquet file of chunk embeddings, or into a vector store."""
+    started = time.perf_counter()  # the summary's seconds count from the command's start
+    if no_cache and engine in (None, "local"):
+        _import_onnxruntime_aside()
     from embedgen.cli.output import add_log_file, set_quiet
     from embedgen.cli.report import RunReport
     from embedgen.config import load
     from embedgen.config.slots import add_cli_slots, parse_model_args
 
-    started = time.perf_counter()  # the summary's seconds count from the command's start
-    if no_cache and engine in (None, "local"):
-        _import_onnxruntime_aside()
     record = RunReport(report, keep_reports, input=input, output=output) if report else None
     set_quiet(quiet)
     try:

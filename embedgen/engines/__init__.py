@@ -49,12 +49,13 @@ def embed_corpus(
     preparation and Ray start-up included.
     """
     from embedgen.pipeline.progress import Progress
-    from embedgen.pipeline.spec import RunSpec
+    from embedgen.pipeline.spec import RunSpec, resolve_config
+    from embedgen.providers.onnx_session import early_session
 
     started = time.perf_counter()
-    spec = RunSpec.resolve(input, output, config=config, model=model, options=options)
+    cfg = resolve_config(config, model, options)
     opts = EngineOptions.resolve(
-        spec.cfg.engine,
+        cfg.engine,
         {
             "kind": engine,
             "address": ray_address,
@@ -64,8 +65,12 @@ def embed_corpus(
         },
         os.environ,
     )
-    mode = Progress.choose_mode(quiet) if progress is None else progress
-    summary = run_spec(spec, mode, opts, dataset=is_dir_output(output) and spec.sink is None)
+    # a local run of one model loads it while the input is looked at and the modules import
+    local = opts.kind == "local" and not cfg.slots and not is_dir_output(output)
+    with early_session(cfg if local else None):
+        spec = RunSpec.resolve(input, output, config=cfg)
+        mode = Progress.choose_mode(quiet) if progress is None else progress
+        summary = run_spec(spec, mode, opts, dataset=is_dir_output(output) and spec.sink is None)
     summary.timed(started)
     if summary.documents == 0 and summary.skipped == 0:  # an empty file, or a wrong glob
         logging.getLogger("embedgen").warning(

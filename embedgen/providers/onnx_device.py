@@ -9,9 +9,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from embedgen.errors import DeviceUnavailableError
+
+if TYPE_CHECKING:
+    from embedgen.config import OnnxConfig
 
 EP = {
     "cuda": "CUDAExecutionProvider",
@@ -140,4 +143,17 @@ def select_device(
         "directml",
         [(EP["directml"], {"device_id": adapter_id}), "CPUExecutionProvider"],
         sequential=True,
+    )
+
+
+def device_choice(cfg: OnnxConfig, available: list[str] | None = None) -> DeviceChoice:
+    """:func:`select_device` for a ``[model]`` table (``available``: what to choose from,
+    by default what this onnxruntime offers)."""
+    return select_device(
+        cfg.device,
+        available if available is not None else available_providers(cfg.device),
+        force_cpu_fallback=cfg.force_cpu_fallback,
+        device_id=cfg.device_id,
+        adapter_id=cfg.adapter_id,
+        memory_limit=cfg.memory_limit,
     )
