@@ -14,14 +14,38 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-
-from rich.console import Console
-from rich.markup import escape
+from typing import TYPE_CHECKING, Any, cast
 
 from embedgen.redact import redact
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
 LOGGER_NAME = "embedgen"
-stderr = Console(stderr=True, highlight=False)
+
+
+class _Stderr:
+    """rich's console on stderr, made when first printed to: importing rich is 15 ms that
+    a quiet run, which prints nothing, does not spend."""
+
+    _console: Console | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if _Stderr._console is None:
+            from rich.console import Console
+
+            _Stderr._console = Console(stderr=True, highlight=False)
+        return getattr(_Stderr._console, name)
+
+
+stderr = cast("Console", _Stderr())
+
+
+def escape(text: str) -> str:
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
 
 _log_files: list[logging.Handler] = []
 
