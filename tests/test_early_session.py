@@ -58,10 +58,18 @@ def test_a_run_without_the_cache_takes_the_early_session_and_gives_the_same_bits
     assert early.computed == early.chunks == 30
     assert sessions == ["embedgen-early-load"]  # opened once, early, and taken
     sessions.clear()
-    cold = embedgen.embed_corpus(src, tmp_path / "cold.parquet", quiet=True)  # with the cache
+    cold = embedgen.embed_corpus(src, tmp_path / "cold.parquet", quiet=True)  # an empty cache
     assert cold.computed == 30
-    assert sessions == ["embedgen-load"]  # the cache might have held every vector: not early
+    assert sessions == ["embedgen-early-load"]  # a first run embeds everything too
     assert np.array_equal(_vectors(tmp_path / "early.parquet"), _vectors(tmp_path / "cold.parquet"))
+    sessions.clear()
+    more = _corpus(tmp_path / "more.parquet", 40)  # 30 texts cached, 10 new
+    warm = embedgen.embed_corpus(more, tmp_path / "warm.parquet", quiet=True)
+    assert (warm.cached, warm.computed) == (30, 10)
+    assert sessions == ["embedgen-load"]  # the cache might have held every vector: not early
+    assert np.array_equal(
+        _vectors(tmp_path / "warm.parquet")[:30], _vectors(tmp_path / "cold.parquet")
+    )
 
 
 def test_an_early_session_opened_with_another_plan_is_dropped_not_used() -> None:
@@ -82,8 +90,13 @@ def test_an_early_session_opened_with_another_plan_is_dropped_not_used() -> None
 
 
 def test_only_a_run_that_embeds_every_chunk_with_its_model_plans_one(tmp_path: Path) -> None:
-    assert early_plan(Config()) is None  # the cache may hold every vector
-    no_cache = {"run": {"use_cache": False}}
+    assert early_plan(Config()) is not None  # the cache holds nothing yet
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "data.mdb").write_bytes(b"")
+    with_cache = Config.model_validate({"run": {"cache_dir": str(cache)}})
+    assert early_plan(with_cache) is None  # the cache may hold every vector
+    no_cache = {"run": {"use_cache": False, "cache_dir": str(cache)}}
     assert early_plan(Config.model_validate(no_cache)) is not None
     api_first = {
         "run": {"use_cache": False, "providers": ["api", "local"]},

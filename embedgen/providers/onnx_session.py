@@ -128,16 +128,27 @@ class _Early:
 _EARLY = _Early()
 
 
+def embeds_everything(cfg: Config) -> bool:
+    """Whether a run of ``cfg`` embeds every chunk: without the cache, or with a cache that
+    holds nothing yet (a first run). Otherwise the cache may hold every vector, and a fully
+    cached run never loads the model."""
+    from embedgen.cache.keys import resolve_cache_dir
+
+    if not cfg.run.use_cache:
+        return True
+    return not (resolve_cache_dir(cfg.run.cache_dir) / "data.mdb").exists()
+
+
 def early_plan(cfg: Config) -> SessionPlan | None:
-    """The session a run of ``cfg`` opens first, when it embeds every chunk (no cache) with
-    its ``[model]`` table and that model needs nothing built; else None."""
+    """The session a run of ``cfg`` opens first, when it embeds every chunk with its
+    ``[model]`` table and that model needs nothing built; else None."""
+    chain = cfg.run.providers or ["local"]
+    if chain[0] != "local" or "local" in cfg.providers or not embeds_everything(cfg):
+        return None  # the chain starts elsewhere; or the cache may hold every vector
     from embedgen.providers.factory import built_model_spec
     from embedgen.providers.onnx_device import device_choice
     from embedgen.providers.per_text import runs_per_text
 
-    chain = cfg.run.providers or ["local"]
-    if cfg.run.use_cache or chain[0] != "local" or "local" in cfg.providers:
-        return None  # the cache may hold every vector; or the chain starts elsewhere
     try:
         spec = built_model_spec(cfg.model)
         if spec is None:  # the default's variant is still to be built: the run builds it
