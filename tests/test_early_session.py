@@ -30,6 +30,13 @@ def _corpus(path: Path, n: int = 30) -> Path:
     return path
 
 
+def _broken_model(folder: Path) -> Path:
+    """A model folder whose ``model.onnx`` is not a graph (its tokenizer is fine)."""
+    shutil.copytree(Path(embedgen.__file__).parent / "data" / "all-MiniLM-L6-v2", folder)
+    (folder / "model.onnx").write_bytes(b"not an onnx graph")
+    return folder
+
+
 def _vectors(path: Path) -> np.ndarray:
     return np.array(pq.read_table(path).column("embedding").to_pylist(), dtype=np.float32)
 
@@ -120,11 +127,7 @@ def test_the_default_not_built_yet_is_built_by_the_run_not_early(
 def test_a_model_that_fails_to_load_early_fails_the_run_with_its_own_error(
     tmp_path: Path, sessions: list[str]
 ) -> None:
-    folder = tmp_path / "broken"
-    shutil.copytree(Path(embedgen.__file__).parent / "data" / "all-MiniLM-L6-v2", folder)
-    for onnx in folder.rglob("*.onnx"):
-        onnx.unlink()
-    (folder / "model.onnx").write_bytes(b"not an onnx graph")
+    folder = _broken_model(tmp_path / "broken")
     src = _corpus(tmp_path / "c.parquet", 5)
     with pytest.raises(ModelError, match="cannot load ONNX model"):
         embedgen.embed_corpus(
@@ -132,24 +135,16 @@ def test_a_model_that_fails_to_load_early_fails_the_run_with_its_own_error(
         )
     assert sessions[0] == "embedgen-early-load" and len(sessions) == 2  # early, then its own
     assert not (tmp_path / "a.parquet").exists()
-    with pytest.raises(ModelError, match="cannot load ONNX model"):
-        open_session(__import__("onnxruntime"), early_plan_for(folder))
-
-
-def early_plan_for(folder: Path) -> onnx_session.SessionPlan:
     plan = early_plan(
         Config.model_validate({"run": {"use_cache": False}, "model": {"model": str(folder)}})
     )
-    assert plan is not None
-    return plan
+    assert plan is not None and plan.path == str(folder / "model.onnx")
+    with pytest.raises(ModelError, match="cannot load ONNX model"):
+        open_session(__import__("onnxruntime"), plan)
 
 
 def test_the_command_line_says_the_error_of_a_broken_model_in_one_line(tmp_path: Path) -> None:
-    folder = tmp_path / "broken"
-    shutil.copytree(Path(embedgen.__file__).parent / "data" / "all-MiniLM-L6-v2", folder)
-    for onnx in folder.rglob("*.onnx"):
-        onnx.unlink()
-    (folder / "model.onnx").write_bytes(b"not an onnx graph")
+    folder = _broken_model(tmp_path / "broken")
     src = _corpus(tmp_path / "c.parquet", 5)
     cmd = [sys.executable, "-m", "embedgen", "run", str(src), "-o", str(tmp_path / "a.parquet")]
     done = subprocess.run(
