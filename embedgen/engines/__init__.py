@@ -68,7 +68,7 @@ def embed_corpus(
     # a local run of one model loads it while the input is looked at and the modules import
     local = opts.kind == "local" and not cfg.slots and not is_dir_output(output)
     with early_session(cfg if local else None):
-        spec = RunSpec.resolve(input, output, config=cfg)
+        spec = RunSpec.locate(cfg, input, output, table=options.get("table"))
         mode = Progress.choose_mode(quiet) if progress is None else progress
         summary = run_spec(spec, mode, opts, dataset=is_dir_output(output) and spec.sink is None)
     summary.timed(started)

@@ -42,7 +42,21 @@ class RunSpec:
         options: dict[str, Any] | None = None,
     ) -> RunSpec:
         """The effective config, the input files and the output path of a run."""
-        cfg = resolve_config(config, model, options or {})
+        options = options or {}
+        cfg = resolve_config(config, model, options)
+        return cls.locate(cfg, input, output, table=options.get("table"))
+
+    @classmethod
+    def locate(
+        cls,
+        cfg: Config,
+        input: str | Path,
+        output: str | Path | None = None,
+        *,
+        table: str | None = None,
+    ) -> RunSpec:
+        """The input files and the output path of a run of the resolved ``cfg`` (``table``:
+        the ``--table`` option, which only a sink takes; ``cfg`` already holds it)."""
         paths = discover_inputs(input)
         if cfg.run.id_column is None and has_column(paths, "id"):
             cfg.run.id_column = "id"
@@ -51,7 +65,7 @@ class RunSpec:
         target = Target.parse(text, cfg.output.table) if text else None
         if target is not None and target.is_sink:
             return cls(cfg, tuple(paths), target.anchor, target)
-        if (options or {}).get("table") is not None:
+        if table is not None:
             raise UsageError("--table applies to lancedb: and postgresql:// outputs only")
         out = Path(text) if text else default_output(paths, input)
         return cls(cfg, tuple(paths), out)
