@@ -132,10 +132,10 @@ def embeds_everything(cfg: Config) -> bool:
     """Whether a run of ``cfg`` embeds every chunk: without the cache, or with a cache that
     holds nothing yet (a first run). Otherwise the cache may hold every vector, and a fully
     cached run never loads the model."""
-    from embedgen.cache.keys import resolve_cache_dir
-
     if not cfg.run.use_cache:
         return True
+    from embedgen.cache.keys import resolve_cache_dir
+
     return not (resolve_cache_dir(cfg.run.cache_dir) / "data.mdb").exists()
 
 
