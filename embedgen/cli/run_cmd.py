@@ -161,8 +161,6 @@ def run(
 ) -> None:
     """Embed a corpus into a Parquet file of chunk embeddings, or into a vector store."""
     started = time.perf_counter()  # the summary's seconds count from the command's start
-    if no_cache and engine in (None, "local"):
-        _import_onnxruntime_aside()
     from embedgen.cli.output import add_log_file, set_quiet
     from embedgen.cli.report import RunReport
     from embedgen.config import load
@@ -264,21 +262,3 @@ def _embed_and_report(
 
 def register(app: typer.Typer) -> None:
     app.command("run")(run)
-
-
-def _import_onnxruntime_aside() -> None:
-    """Import onnxruntime on a thread of its own while the run reads its config and input.
-
-    A ``--no-cache`` run embeds every chunk, so it needs the model at once; its import
-    (~0.08 s) was the start of the model load, which the smallest run waited for. A run with
-    the cache may embed nothing, and then never imports it.
-    """
-    import contextlib
-    import importlib
-    import threading
-
-    def load() -> None:
-        with contextlib.suppress(Exception):  # the run imports it again and says what is wrong
-            importlib.import_module("onnxruntime")
-
-    threading.Thread(target=load, daemon=True, name="embedgen-import").start()
