@@ -119,9 +119,9 @@ def load_stats(source_sha256: str) -> dict[str, Any]:
     return {k: np.asarray(v, dtype=np.float32) for k, v in data["absmax"].items()}
 
 
-def built(folder: Path, source_sha256: str) -> Prepared | None:
+def built(folder: Path, source_sha256: str, wanted: QuantSettings | None = None) -> Prepared | None:
     """The verified variant in ``folder`` when it is there, else None (nothing is built)."""
-    wanted = settings()
+    wanted = wanted or settings()
     sha = _verified(folder, _expected(source_sha256, wanted))
     return None if sha is None else Prepared(folder / "model.onnx", sha, wanted, built=False)
 
@@ -130,10 +130,10 @@ def prepare(folder: Path, source: Path, source_sha256: str, *, announce: bool = 
     """The verified variant in ``folder``, built from ``source`` when missing or altered."""
     from embedgen.util.locks import FileMutex
 
-    ready = built(folder, source_sha256)
+    wanted = settings()
+    ready = built(folder, source_sha256, wanted)
     if ready is not None:
         return ready
-    wanted = settings()
     expected = _expected(source_sha256, wanted)
     folder.mkdir(parents=True, exist_ok=True)
     try:

@@ -163,7 +163,7 @@ def default_model(*, announce: bool = True) -> ModelSpec:
     """
     from embedgen.models import default_variant
 
-    folder = models_dir() / ".default" / default_variant.FOLDER_NAME
+    folder = _variant_folder()
     prepared = default_variant.prepare(
         folder, original_default_model().onnx_path, DEFAULT_SHA256, announce=announce
     )
@@ -174,9 +174,15 @@ def built_default_model() -> ModelSpec | None:
     """The embedded default when its int8 variant is built and intact, else None."""
     from embedgen.models import default_variant
 
-    folder = models_dir() / ".default" / default_variant.FOLDER_NAME
+    folder = _variant_folder()
     ready = default_variant.built(folder, DEFAULT_SHA256)
     return None if ready is None else _variant_spec(folder, ready.onnx_path, ready.sha256)
+
+
+def _variant_folder() -> Path:
+    from embedgen.models import default_variant
+
+    return models_dir() / ".default" / default_variant.FOLDER_NAME
 
 
 def _variant_spec(folder: Path, onnx_path: Path, sha256: str) -> ModelSpec:

@@ -7,6 +7,7 @@ embed a test sentence is done above this package (:mod:`embedgen.providers.smoke
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import BinaryIO
 
@@ -102,7 +103,21 @@ def graph_op_types(path: Path) -> set[str]:
 def quantizes_per_call(path: Path) -> bool:
     """Whether the model quantizes its activations when it runs (``DynamicQuantizeLinear``
     and its fused forms): their scale is taken over the whole call, so a text's vector then
-    depends on the other texts of its batch unless each text runs alone."""
+    depends on the other texts of its batch unless each text runs alone.
+
+    Read once per version of the file: a run asks when it plans its session early and again
+    when it builds its provider.
+    """
+    try:
+        stat = path.stat()
+        version: tuple[int, int] | None = (stat.st_size, stat.st_mtime_ns)
+    except OSError:
+        version = None  # the read says what is wrong with it
+    return _quantizes_per_call(path, version)
+
+
+@functools.lru_cache(maxsize=32)
+def _quantizes_per_call(path: Path, version: tuple[int, int] | None) -> bool:
     return any(op.startswith("DynamicQuantize") for op in graph_op_types(path))
 
 
