@@ -138,6 +138,8 @@ def add_log_file(path: str | Path) -> None:
 
 def close_log_files() -> None:
     """Detach and close the log files of the command."""
+    if not _log_files:
+        return  # most commands have none: nothing to import
     from embedgen.logfile import remove_log_file
 
     while _log_files:
